@@ -1,0 +1,158 @@
+"""The output folder contract.
+
+    OUT/
+      model/          save_pretrained model + tokenizer (safetensors) + README.md model card;
+                      loads with transformers.pipeline(TASK, model="OUT/model")
+      metrics.json    {"train": {...}, "validation": {...}, "test": {...}}
+      config.yaml     the fully resolved config: `ftkit finetune OUT/config.yaml` reruns the run
+      log.jsonl       one JSON object per logging step and per evaluation
+
+`model/` and `metrics.json` appear only complete: each is written under a temporary name and
+renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ftkit.config import RunConfig, from_dict, load_yaml_file
+from ftkit.errors import FtkitError
+
+RUN_FILES = ("model", "metrics.json", "config.yaml", "log.jsonl")
+
+
+def prepare_output_dir(out: Path, overwrite: bool) -> None:
+    """Create `out`, refusing a file, an unwritable place or a finished run (unless overwrite)."""
+    if out.exists() and not out.is_dir():
+        raise FtkitError(f"{out}: is a file, not a folder; choose another --output-dir")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FtkitError(f"{out}: the folder is not empty (an earlier run?); pass --overwrite or another --output-dir")
+        for name in RUN_FILES:  # remove only what a run writes, never the user's other files
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".ftkit-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise FtkitError(f"{out}: cannot write there ({err.strerror or err}); choose another --output-dir") from None
+
+
+class JsonlLog:
+    """Appends one JSON object per line, flushed, so a crashed run keeps its history."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, default=float) + "\n")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON under a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_config(path: Path, config: RunConfig) -> None:
+    import yaml
+
+    header = f"# Resolved config of an ftkit run. Rerun it with: ftkit finetune {path}\n"
+    path.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:
+    """Write model/ (atomically), the model card, config.yaml and metrics.json."""
+    tmp = out / "model.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(model_card(config, results, command, pipeline_tag), encoding="utf-8")
+    final = out / "model"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    save_config(out / "config.yaml", config)
+    write_json(out / "metrics.json", results)
+
+
+def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str) -> str:
+    """A README.md with Hub metadata, data, hyper-parameters, metrics and the command."""
+    import yaml
+
+    t, d = config.train, config.data
+    data_desc = ", ".join(f"{s}: {getattr(d, s)}" for s in ("train", "validation", "test") if getattr(d, s)) or (
+        f"{d.dataset}" + (f" ({d.dataset_config})" if d.dataset_config else "")
+    )
+    meta: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": pipeline_tag,
+        "base_model": config.model,
+        "tags": ["ftkit", config.name, config.task],
+        "license": "other",  # placeholder: set the license that the base model and data allow
+    }
+    if d.dataset and not d.train:
+        meta["datasets"] = [d.dataset]
+    section = "test" if results.get("test") else "validation"
+    rows = [f"| {k} | {results[section][k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1", "loss") if k in results.get(section, {})]
+    per_class = results.get(section, {}).get("per_class", {})
+    class_rows = [f"| {name} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for name, v in per_class.items()]
+    hp = {
+        "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,
+        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio, "max_length": t.max_length,
+        "seed": t.seed, "mixed_precision": t.mixed_precision,
+    }
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+        f"# {config.name}: {config.model} fine-tuned with ftkit", "",
+        config.description, "",
+        "## Data", "", f"- {data_desc}",
+        f"- text column `{d.text_column}`, label column `{d.label_column}`", "",
+        f"## Metrics ({section})", "", "| metric | value |", "| --- | --- |", *rows, "",
+    ]
+    if class_rows:
+        lines += ["| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |", *class_rows, ""]
+    lines += [
+        "## Hyper-parameters", "", *[f"- {k}: {v}" for k, v in hp.items() if v is not None], "",
+        "## Reproduce", "", "```", command, "```", "",
+        "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
+        "## Use", "", "```python", "from transformers import pipeline", "",
+        f'classifier = pipeline("{pipeline_tag}", model="path/to/this/folder")',
+        'print(classifier("A gripping, beautifully shot film."))', "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def resolve_model_dir(path: Path) -> tuple[Path, RunConfig | None]:
+    """A run folder (OUT/) or a model folder -> (model folder, the run's config if any)."""
+    if not path.exists():
+        raise FtkitError(f"{path}: no such folder")
+    if (path / "model" / "config.json").is_file():
+        config_file = path / "config.yaml"
+        config = from_dict(load_yaml_file(config_file), str(config_file)) if config_file.is_file() else None
+        return path / "model", config
+    if (path / "config.json").is_file():
+        parent_config = path.parent / "config.yaml"
+        config = None
+        if path.name == "model" and parent_config.is_file():
+            config = from_dict(load_yaml_file(parent_config), str(parent_config))
+        return path, config
+    raise FtkitError(
+        f"{path}: not an ftkit run folder (no model/config.json) nor a model folder (no config.json). "
+        "Pass the --output-dir of a finished `ftkit finetune`, or a folder written by save_pretrained."
+    )

@@ -1,0 +1,64 @@
+"""The `ftkit` command: wires the command modules; errors become one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ftkit.cli import finetune, inference, recipes
+from ftkit.errors import FtkitError
+
+app = typer.Typer(
+    name="ftkit",
+    help="Fine-tune pretrained transformers on real tasks and report honest metrics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # main() prints one line; FTKIT_DEBUG=1 shows the traceback
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("finetune", no_args_is_help=True)(finetune.finetune)
+app.command("reproduce", no_args_is_help=True)(finetune.reproduce)
+app.command("evaluate", no_args_is_help=True)(inference.evaluate)
+app.command("predict", no_args_is_help=True)(inference.predict)
+app.add_typer(recipes.app, name="recipes")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ftkit import __version__
+
+        typer.echo(f"ftkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Fine-tune pretrained transformers on real tasks and report honest metrics.
+
+    [dim]Start with: ftkit recipes list · ftkit finetune sentiment --model bert-base-uncased[/dim]
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: expected failures print `error: ...` and exit 2 (bad input) or 1 (run time)."""
+    debug = os.environ.get("FTKIT_DEBUG", "") not in ("", "0")
+    try:
+        app(args=argv, prog_name="ftkit")
+    except FtkitError as err:
+        if debug:
+            raise
+        print(f"error: {err.message}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # an ftkit bug or an unexpected library failure: one line, no locals
+        if debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,124 @@
+"""`ftkit finetune` and `ftkit reproduce`: flags -> resolved config -> the training loop."""
+
+from __future__ import annotations
+
+import inspect
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ftkit.cli import options as o
+from ftkit.cli.tables import print_bars, print_metrics
+from ftkit.config import RunConfig, apply_overrides, parse_set
+from ftkit.errors import FtkitError
+
+RecipeArg = Annotated[str, typer.Argument(help="A recipe name (see `ftkit recipes list`) or a YAML file.", show_default=False)]
+
+# flag -> config key; a flag left out keeps the recipe's value
+FLAG_KEYS = {
+    "model": "model", "dataset": "data.dataset", "train": "data.train", "validation": "data.validation",
+    "test": "data.test", "text_column": "data.text_column", "label_column": "data.label_column",
+    "encoding": "data.encoding", "epochs": "train.epochs", "max_steps": "train.max_steps",
+    "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
+    "seed": "train.seed", "mixed_precision": "train.mixed_precision",
+}
+
+
+def finetune(
+    recipe: RecipeArg,
+    model: o.ModelOpt = None,
+    dataset: o.DatasetOpt = None,
+    train: o.TrainOpt = None,
+    validation: o.ValidationOpt = None,
+    test: o.TestOpt = None,
+    text_column: o.TextColumnOpt = None,
+    label_column: o.LabelColumnOpt = None,
+    encoding: o.EncodingOpt = None,
+    output_dir: o.OutputDirOpt = None,
+    overwrite: o.OverwriteOpt = False,
+    epochs: o.EpochsOpt = None,
+    max_steps: o.MaxStepsOpt = None,
+    batch_size: o.BatchSizeOpt = None,
+    learning_rate: o.LearningRateOpt = None,
+    max_length: o.MaxLengthOpt = None,
+    seed: o.SeedOpt = None,
+    mixed_precision: o.PrecisionOpt = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")] = None,
+    quiet: o.QuietOpt = False,
+) -> None:
+    """Fine-tune a model with a recipe; writes model/, metrics.json, config.yaml, log.jsonl.
+
+    [dim]ftkit finetune sentiment --model bert-base-uncased
+    ftkit finetune spam --model ./minilm --train train.jsonl --test test.jsonl --epochs 2[/dim]
+    """
+    run(locals(), check_expect=False)
+
+
+def reproduce(**args: Any) -> None:
+    """Fine-tune, then check the recipe's `expect:` bars: exit 0 if all pass, 1 if any fails.
+
+    [dim]ftkit reproduce sentiment --model bert-base-uncased   # in CI: fails when a metric regresses[/dim]
+    """
+    run(args, check_expect=True)
+
+
+# Same options as finetune, declared once: Typer reads the signature, so share it.
+reproduce.__signature__ = inspect.signature(finetune, eval_str=True)  # type: ignore[attr-defined]
+
+
+def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
+    """The recipe with flags and --set applied, checked; plus notes for the user."""
+    from ftkit.data import adapt_columns
+    from ftkit.recipes import load_config
+
+    config, _ = load_config(args["recipe"])
+    overrides: dict[str, Any] = {}
+    for flag, key in FLAG_KEYS.items():
+        value = args.get(flag)
+        if value is not None:
+            # Saved config.yaml must rerun from anywhere: store data files as absolute paths.
+            overrides[key] = str(Path(value).resolve()) if isinstance(value, Path) else value
+    if args.get("dataset") and not args.get("train"):
+        overrides.update({"data.train": None, "data.validation": None, "data.test": None})
+    overrides.update(parse_set(args.get("set_") or []))
+    config = apply_overrides(config, overrides, source="command line")
+    notes: list[str] = []
+    if config.data.train:
+        explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
+        from ftkit.tasks import get_task
+
+        wanted = get_task(config.task).columns(config)
+        adapted, notes = adapt_columns(Path(config.data.train), wanted, explicit, config.data.encoding)
+        changes = {f"data.{role}_column": adapted[role] for role in ("text", "label") if adapted.get(role) != wanted.get(role)}
+        if changes:
+            config = apply_overrides(config, changes, source="command line")
+    return config, notes
+
+
+def run(args: dict[str, Any], check_expect: bool) -> None:
+    from ftkit.artifacts import prepare_output_dir
+    from ftkit.progress import Reporter
+
+    config, notes = resolve(args)
+    out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    prepare_output_dir(out, overwrite=args.get("overwrite", False))
+    reporter = Reporter(quiet=args.get("quiet", False))
+    for note in notes:
+        reporter.note(note)
+
+    from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
+
+    command = "ftkit " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ftkit") else f"ftkit finetune {shlex.quote(args['recipe'])}"
+    results = train_run(config, out, reporter, command)
+    print_metrics(results)
+    typer.echo(f"run folder: {out}", err=True)
+    if check_expect:
+        section = "test" if results.get("test") else "validation"
+        if not config.expect:
+            raise FtkitError(f"recipe '{config.name}' has no expect: bars to check; add some or use `ftkit finetune`")
+        if not print_bars(config.expect, results[section], section):
+            raise typer.Exit(1)

@@ -1,0 +1,75 @@
+"""`ftkit predict` and `ftkit evaluate` on a run folder or a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ftkit.cli import options as o
+from ftkit.errors import FtkitError
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder (--output-dir of finetune) or a model folder.", show_default=False)]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.")]
+
+
+def predict(
+    run_dir: RunArg,
+    input: Annotated[str, typer.Argument(help="A .txt (one text per line), csv/tsv/json/jsonl/parquet with a text column, or - for stdin.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write JSONL here [default: stdout].")] = None,
+    batch_size: BatchOpt = 32,
+    top_k: Annotated[int, typer.Option("--top-k", help="Also list the K most likely labels.")] = 1,
+    text_column: o.TextColumnOpt = None,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
+) -> None:
+    """Predict each input text; JSONL {"text", "label", "score"} in input order, streamed.
+
+    [dim]ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl
+    cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -[/dim]
+    """
+    if batch_size <= 0 or top_k <= 0:
+        raise FtkitError("--batch-size and --top-k must be positive integers")
+    from ftkit.artifacts import resolve_model_dir
+    from ftkit.predict import predict as run_predict
+
+    model_dir, config = resolve_model_dir(run_dir)
+    count = run_predict(model_dir, config, input, output, batch_size, top_k, text_column, encoding)
+    if output is not None:
+        typer.echo(f"wrote {count} predictions to {output}", err=True)
+
+
+def evaluate(
+    run_dir: RunArg,
+    data: Annotated[Path, typer.Option("--data", help="Labelled file: csv, tsv, json, jsonl or parquet.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", help="Also write the metrics as JSON here.")] = None,
+    text_column: o.TextColumnOpt = None,
+    label_column: o.LabelColumnOpt = None,
+    batch_size: BatchOpt = 64,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")] = "utf-8",
+) -> None:
+    """Metrics of a fine-tuned model on a labelled file: a table, and JSON with --output.
+
+    [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json[/dim]
+    """
+    if batch_size <= 0:
+        raise FtkitError("--batch-size must be a positive integer")
+    from ftkit.artifacts import resolve_model_dir, write_json
+    from ftkit.cli.tables import print_metrics
+    from ftkit.data import adapt_columns
+    from ftkit.predict import evaluate as run_evaluate
+
+    model_dir, config = resolve_model_dir(run_dir)
+    wanted = {"text": config.data.text_column if config else "text", "label": config.data.label_column if config else "label"}
+    explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
+    adapted, notes = adapt_columns(data, wanted, explicit, encoding)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    result = run_evaluate(model_dir, config, data, text_column or adapted["text"], label_column or adapted["label"], batch_size, encoding)
+    print_metrics({"test": result})
+    if output is not None:
+        try:
+            write_json(output, result)
+        except OSError as err:
+            raise FtkitError(f"{output}: cannot write ({err.strerror or err})", exit_code=1) from None
+        typer.echo(f"wrote {output}", err=True)

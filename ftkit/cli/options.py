@@ -1,0 +1,28 @@
+"""Options shared by several commands, as typed aliases (one definition, one help text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id or local folder of the pretrained checkpoint.", rich_help_panel="Model and data")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="Hub dataset id (replaces the recipe's).", rich_help_panel="Model and data")]
+TrainOpt = Annotated[Optional[Path], typer.Option("--train", help="Local training file: csv, tsv, json, jsonl or parquet.", rich_help_panel="Model and data")]
+ValidationOpt = Annotated[Optional[Path], typer.Option("--validation", help="Local validation file (else carved from train).", rich_help_panel="Model and data")]
+TestOpt = Annotated[Optional[Path], typer.Option("--test", help="Local test file.", rich_help_panel="Model and data")]
+TextColumnOpt = Annotated[Optional[str], typer.Option("--text-column", help="Column holding the input text.", rich_help_panel="Model and data")]
+LabelColumnOpt = Annotated[Optional[str], typer.Option("--label-column", help="Column holding the label.", rich_help_panel="Model and data")]
+EncodingOpt = Annotated[Optional[str], typer.Option("--encoding", help="Text encoding of local files (default utf-8).", rich_help_panel="Model and data")]
+OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run folder \\[default: runs/<recipe>-<UTC time>].", rich_help_panel="Run")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the run files in a non-empty --output-dir.", rich_help_panel="Run")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs.", rich_help_panel="Training")]
+MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimizer steps (overrides --epochs).", rich_help_panel="Training")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Examples per device per step.", rich_help_panel="Training")]
+LearningRateOpt = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Peak learning rate (AdamW, linear warmup and decay).", rich_help_panel="Training")]
+MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Tokens per example; longer inputs are truncated.", rich_help_panel="Training")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, head init, carved splits).", rich_help_panel="Training")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--mixed-precision", help="no, fp16 or bf16 \\[default: bf16 where the GPU supports it, else no].", rich_help_panel="Training")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final metrics (and errors).", rich_help_panel="Run")]

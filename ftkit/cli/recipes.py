@@ -1,0 +1,63 @@
+"""`ftkit recipes list | show | copy`: everything comes from the one registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ftkit.errors import FtkitError
+
+app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Recipe name (see `ftkit recipes list`).", show_default=False)]
+
+
+@app.command("list")
+def list_() -> None:
+    """Table of recipes: name, task family, default model, default dataset, metric bar."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ftkit.recipes import all_recipes
+
+    table = Table(title="ftkit recipes", title_justify="left")
+    for column in ("name", "task family", "default model", "default dataset", "metric bar"):
+        table.add_column(column, overflow="fold")
+    for recipe in all_recipes():
+        c = recipe.config
+        table.add_row(recipe.name, c.task, c.model, c.data.dataset or "-", recipe.metric_bar)
+    Console().print(table)
+
+
+@app.command("show")
+def show(name: NameArg) -> None:
+    """Print a recipe's YAML, comments included."""
+    from ftkit.recipes import get_recipe
+
+    typer.echo(get_recipe(name).path.read_text(encoding="utf-8"), nl=False)
+
+
+@app.command("copy")
+def copy(
+    name: NameArg,
+    dest: Annotated[Path, typer.Argument(help="Where to write the YAML file.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
+) -> None:
+    """Copy a recipe to a YAML file to edit; run it with `ftkit finetune DEST.yaml`."""
+    from ftkit.recipes import get_recipe
+
+    recipe = get_recipe(name)
+    if dest.is_dir():
+        dest = dest / f"{name}.yaml"
+    if dest.exists() and not force:
+        raise FtkitError(f"{dest}: already exists; pass --force to overwrite it")
+    if not dest.parent.is_dir():
+        raise FtkitError(f"{dest.parent}: no such folder")
+    try:
+        shutil.copyfile(recipe.path, dest)
+    except OSError as err:
+        raise FtkitError(f"{dest}: cannot write ({err.strerror or err})") from None
+    typer.echo(f"copied {name} to {dest}; edit it, then: ftkit finetune {dest}")

@@ -1,0 +1,58 @@
+"""Rich tables for results: the metrics of a run and the pass/fail of `expect:` bars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ftkit.metrics import check_bars
+
+SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples")
+
+
+def print_metrics(results: dict[str, Any]) -> None:
+    """Validation/test metrics side by side (macro and per class), then the training figures."""
+    splits = [s for s in ("validation", "test") if results.get(s)]
+    table = Table(title="metrics", title_justify="left")
+    table.add_column("metric")
+    for split in splits:
+        table.add_column(split, justify="right")
+    keys = [k for k in SUMMARY_KEYS if any(k in results[s] for s in splits)]
+    for key in keys:
+        table.add_row(key, *[_fmt(results[s].get(key)) for s in splits])
+    classes = {name for s in splits for name in results[s].get("per_class", {})}
+    for name in sorted(classes):
+        for part in ("precision", "recall", "f1"):
+            table.add_row(f"{name} {part}", *[_fmt(results[s].get("per_class", {}).get(name, {}).get(part)) for s in splits])
+    console = Console()
+    console.print(table)
+    train = results.get("train")
+    if train:
+        console.print(
+            f"train: loss {train['loss']:.4f}, {train['steps']} steps, {train['runtime_s']:.1f} s, "
+            f"{train['samples_per_second']:.1f} samples/s",
+            highlight=False,
+        )
+
+
+def print_bars(expect: dict[str, str], metrics: dict[str, Any], section: str) -> bool:
+    """The pass/fail table of `expect:` bars against `metrics`; True when every bar is met."""
+    rows = check_bars(metrics, expect)
+    table = Table(title=f"expect ({section})", title_justify="left")
+    for column in ("metric", "bar", "value", "result"):
+        table.add_column(column)
+    for row in rows:
+        verdict = "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]"
+        table.add_row(row["metric"], row["bar"], _fmt(row["value"]) if row["value"] is not None else "missing", verdict)
+    Console().print(table)
+    return all(r["passed"] for r in rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"

@@ -1,0 +1,354 @@
+"""The typed run config: recipe YAML, then CLI flags, then `--set key=value`, checked on load.
+
+Every key has a declared type; an unknown key or a value of the wrong type is an error that
+names the key and the valid choices. The resolved config is what `config.yaml` in a run folder
+holds, so `ftkit finetune RUN/config.yaml` reruns the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ftkit.errors import FtkitError, closest
+
+TaskFamily = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm"]
+TASK_FAMILIES: tuple[str, ...] = typing.get_args(TaskFamily)
+MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and which columns hold what."""
+
+    dataset: str | None = None  # Hub dataset id; local files (train/validation/test) win over it
+    dataset_config: str | None = None  # Hub dataset configuration name, e.g. "3.0.0"
+    train: str | None = None  # local file: csv, tsv, json, jsonl or parquet
+    validation: str | None = None
+    test: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"  # null: carve validation_fraction from train
+    test_split: str | None = "test"  # null: carve test_fraction from train (0 = no test set)
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.0
+    text_column: str = "text"
+    text_pair_column: str | None = None  # second text for pair tasks (NLI, paraphrase)
+    label_column: str = "label"
+    labels: list[str] | None = None  # class names in id order; integer labels index into it
+    target_column: str | None = None  # seq2seq: the column holding the reference output
+    source_lang: str | None = None  # translation: keys inside a {"translation": {...}} column
+    target_lang: str | None = None
+    prefix: str = ""  # prepended to every input text (T5 task prefixes)
+    max_train_samples: int | None = None  # use the first N training rows (quick runs)
+    max_eval_samples: int | None = None  # use the first N validation/test rows
+    encoding: str = "utf-8"  # text encoding of local files
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; steps are optimizer steps (after gradient accumulation)."""
+
+    epochs: int = 3
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 32  # per device, per forward pass
+    eval_batch_size: int | None = None  # null: twice batch_size
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    warmup_ratio: float = 0.1  # fraction of optimizer steps with linearly rising LR
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    max_length: int = 128  # tokens per example; longer inputs are truncated
+    seed: int = 42
+    mixed_precision: MixedPrecision = "auto"  # auto: bf16 on GPUs that support it, else no
+    eval_steps: int | None = None  # null: evaluate at each epoch end
+    logging_steps: int = 10
+
+
+@dataclass
+class MetricsConfig:
+    """Which metric picks the best checkpoint; `expect:` bars may name any reported metric."""
+
+    primary: str = "accuracy"  # a key of metrics.json's split section; dots reach nested keys
+    greater_is_better: bool = True
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings for the generative families (seq2seq, causal LM)."""
+
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """One fine-tuning run: a recipe plus everything the command line changed."""
+
+    name: str
+    task: TaskFamily
+    model: str
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    expect: dict[str, str] = field(default_factory=dict)  # metric -> bar, e.g. ">= 0.91"
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------- building from dicts
+
+
+def from_dict(data: Any, source: str) -> RunConfig:
+    """Build a RunConfig from a parsed YAML mapping; `source` names the file in errors."""
+    if not isinstance(data, dict):
+        raise FtkitError(f"{source}: expected a YAML mapping of config keys, got {_kind(data)}")
+    return _build(RunConfig, data, source, prefix="")
+
+
+def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(fields)
+            raise FtkitError(
+                f"{source}: unknown key '{dotted}'.{closest(str(key), list(fields))} "
+                f"Valid keys{' under ' + prefix[:-1] if prefix else ''}: {valid}"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise FtkitError(f"{source}: '{dotted}' must be a mapping, got {_kind(value)}")
+            kwargs[key] = _build(hint, value, source, prefix=f"{dotted}.")
+        else:
+            kwargs[key] = coerce(value, hint, dotted, source)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise FtkitError(f"{source}: missing required key(s): {', '.join(prefix + m for m in missing)}")
+    try:
+        return cls(**kwargs)
+    except FtkitError as err:
+        raise FtkitError(f"{source}: {err.message}") from None
+
+
+def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check `value` against the declared type `hint`, converting where the intent is clear."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key, source)
+    if origin is Literal:
+        if value not in args:
+            raise FtkitError(
+                f"{source}: '{key}' must be one of {', '.join(map(str, args))}; got {value!r}."
+                f"{closest(str(value), [str(a) for a in args])}"
+            )
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise FtkitError(f"{source}: '{key}' must be a list, got {_kind(value)}")
+        return [coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise FtkitError(f"{source}: '{key}' must be a mapping, got {_kind(value)}")
+        return {str(k): coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise FtkitError(f"{source}: '{key}' must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        raise FtkitError(f"{source}: '{key}' must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "2e-5" as a string: accept it as the number it means
+                return float(value)
+            except ValueError:
+                pass
+        raise FtkitError(f"{source}: '{key}' must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise FtkitError(f"{source}: '{key}' must be a string, got {_kind(value)}")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in ftkit, not input
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+# ------------------------------------------------------------------------------- overrides
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
+    """Every settable dotted key with its declared type, e.g. {'train.learning_rate': float}."""
+    keys: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys.update(all_keys(hint, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = hint
+    return keys
+
+
+def resolve_key(key: str) -> str:
+    """Map a `--set` key to its dotted form; a unique leaf name ('learning_rate') is enough."""
+    keys = all_keys()
+    if key in keys or key.split(".")[0] == "expect":
+        return key
+    leaf = [k for k in keys if k.rsplit(".", 1)[-1] == key]
+    if len(leaf) == 1:
+        return leaf[0]
+    hint = closest(key, list(keys) + [k.rsplit(".", 1)[-1] for k in keys])
+    raise FtkitError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(keys)}")
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
+    """Return a new config with dotted-key overrides applied and every check run again."""
+    data = config.to_dict()
+    for key, value in overrides.items():
+        dotted = resolve_key(key)
+        parts = dotted.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return from_dict(data, source)
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """Parse repeated `--set key=value`; values are YAML scalars or lists ('[a, b]')."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise FtkitError(f"--set expects key=value, got '{pair}' (e.g. --set train.warmup_ratio=0.06)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+# ------------------------------------------------------------------------------- checks
+
+_BAR = re.compile(r"^\s*(>=|<=|==|>|<)\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)\s*$")
+
+
+def parse_bar(bar: str) -> tuple[str, float]:
+    """'>= 0.91' -> ('>=', 0.91); the operator is one of >=, >, <=, <, ==."""
+    match = _BAR.match(str(bar))
+    if not match:
+        raise FtkitError(f"expect bar {bar!r} is not of the form '>= 0.91' (operators: >= > <= < ==)")
+    return match.group(1), float(match.group(2))
+
+
+def check(config: RunConfig) -> None:
+    """Cross-field checks; each message names the key(s) to change."""
+    t, d = config.train, config.data
+    if not config.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.name):
+        raise FtkitError(f"'name' must be a simple identifier (letters, digits, - _ .), got {config.name!r}")
+    if not str(config.model).strip():
+        raise FtkitError("'model' is empty: pass --model NAME_OR_PATH")
+    positive = {
+        "train.batch_size": t.batch_size,
+        "train.max_length": t.max_length,
+        "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train.logging_steps": t.logging_steps,
+        "generation.num_beams": config.generation.num_beams,
+        "generation.max_new_tokens": config.generation.max_new_tokens,
+    }
+    optional_positive = {
+        "train.max_steps": t.max_steps,
+        "train.eval_batch_size": t.eval_batch_size,
+        "train.eval_steps": t.eval_steps,
+        "data.max_train_samples": d.max_train_samples,
+        "data.max_eval_samples": d.max_eval_samples,
+    }
+    for key, value in {**positive, **optional_positive}.items():
+        if value is not None and value <= 0:
+            raise FtkitError(f"'{key}' must be a positive integer, got {value}")
+    if t.epochs <= 0 and t.max_steps is None:
+        raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps)")
+    if t.learning_rate <= 0:
+        raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}")
+    for key, value in {
+        "train.weight_decay": t.weight_decay,
+        "train.max_grad_norm": t.max_grad_norm,
+        "train.warmup_ratio": t.warmup_ratio,
+    }.items():
+        if value < 0:
+            raise FtkitError(f"'{key}' must not be negative, got {value}")
+    if t.warmup_ratio >= 1:
+        raise FtkitError(f"'train.warmup_ratio' must be below 1, got {t.warmup_ratio}")
+    for key, value in {"data.validation_fraction": d.validation_fraction, "data.test_fraction": d.test_fraction}.items():
+        if not 0 <= value < 1:
+            raise FtkitError(f"'{key}' must be in [0, 1), got {value}")
+    if d.validation_fraction + d.test_fraction >= 1:
+        raise FtkitError("'data.validation_fraction' + 'data.test_fraction' must leave rows to train on")
+    if d.labels is not None and len(set(d.labels)) != len(d.labels):
+        raise FtkitError(f"'data.labels' has duplicates: {d.labels}")
+    for metric, bar in config.expect.items():
+        parse_bar(bar)
+    if config.task == "seq2seq" and not d.target_column and not (d.source_lang and d.target_lang):
+        raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Read a YAML file; a syntax error is one line naming the file and position."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FtkitError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FtkitError(f"{path}: cannot read it ({err})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise FtkitError(f"{path}: invalid YAML{where}: {problem}") from None

@@ -1,0 +1,295 @@
+"""Examples in: local files (csv, tsv, json, jsonl, parquet, txt) and Hub datasets.
+
+Readers stream records with their line/row number, so training and `predict` share them and
+every complaint names the file and the row. Splits come back as plain columns
+(`{"text": [...], "label": [...]}`): the task family turns them into features.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftkit.config import DataConfig
+from ftkit.errors import FtkitError, closest
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".txt",)
+
+
+@dataclass
+class Split:
+    """One split as plain columns keyed by role ('text', 'label', ...), with where each row came from."""
+
+    columns: dict[str, list[Any]]
+    rows: list[int]  # line/row number in the source of each example, for error messages
+    source: str  # a file path or 'Hub dataset X [split]'
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, indices: list[int], source: str) -> "Split":
+        return Split({k: [v[i] for i in indices] for k, v in self.columns.items()}, [self.rows[i] for i in indices], source)
+
+
+def check_readable(path: Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> None:
+    """Fail early (before any model loads) on a missing file or an unknown extension."""
+    if not path.exists():
+        raise FtkitError(f"{path}: no such file")
+    if path.is_dir():
+        raise FtkitError(f"{path}: is a folder; pass a data file ({', '.join(suffixes)})")
+    if path.suffix.lower() not in suffixes:
+        raise FtkitError(
+            f"{path}: unknown extension '{path.suffix}'; use one of {', '.join(suffixes)} "
+            "(rename the file if its content is one of these)"
+        )
+
+
+def iter_records(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line or row number, record) from a data file, or text lines from '-' (stdin)."""
+    if str(path) == "-":
+        for n, line in enumerate(sys.stdin, start=1):
+            yield n, {"text": line.rstrip("\r\n")}
+        return
+    path = Path(path)
+    check_readable(path, TABLE_SUFFIXES + TEXT_SUFFIXES)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from _parquet_records(path)
+        return
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            if suffix in (".csv", ".tsv"):
+                yield from _csv_records(path, handle, "\t" if suffix == ".tsv" else ",")
+            elif suffix in (".json", ".jsonl"):
+                yield from _json_records(path, handle)
+            else:
+                for n, line in enumerate(handle, start=1):
+                    yield n, {"text": line.rstrip("\r\n")}
+    except UnicodeDecodeError as err:
+        raise FtkitError(
+            f"{path}: not valid {encoding} text (byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start} of a read block): re-save it as UTF-8 or pass --encoding (e.g. latin-1)"
+        ) from None
+    except LookupError:
+        raise FtkitError(f"unknown encoding '{encoding}' (try utf-8, latin-1, cp1252)") from None
+
+
+def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, dict]]:
+    reader = csv.reader(handle, delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as err:
+        raise FtkitError(f"{path}: line 1: {err}") from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    try:
+        for row in reader:
+            if not row:  # csv yields [] for a blank line
+                continue
+            if len(row) != len(header):
+                raise FtkitError(
+                    f"{path}: line {reader.line_num} has {len(row)} fields but the header has "
+                    f"{len(header)}; quote fields that contain '{delimiter}' or fix the row"
+                )
+            yield reader.line_num, dict(zip(header, row))
+    except csv.Error as err:
+        raise FtkitError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
+    first = handle.read(1)
+    while first and first.isspace():
+        first = handle.read(1)
+    if first == "[":  # a JSON array of objects: read whole (such files are not streamed)
+        try:
+            rows = json.loads(first + handle.read())
+        except json.JSONDecodeError as err:
+            raise FtkitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+        for n, row in enumerate(rows, start=1):
+            yield n, _as_record(path, row, f"item {n}")
+        return
+    handle.seek(0)
+    for n, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FtkitError(f"{path}: line {n}: invalid JSON ({err.msg}); each line must be one JSON object") from None
+        yield n, _as_record(path, row, f"line {n}")
+
+
+def _as_record(path: Path, row: Any, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise FtkitError(f"{path}: {where} is a JSON {type(row).__name__}, expected an object like {{\"text\": ...}}")
+    return row
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise FtkitError(f"{path}: not a readable parquet file ({err})") from None
+    n = 0
+    for batch in parquet.iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+
+
+def read_columns(path: Path, columns: dict[str, str | None], encoding: str = "utf-8") -> Split:
+    """Read a local file into lists for each wanted column.
+
+    `columns` maps our role ('text', 'label', ...) to the file's column name; None means the
+    role is not used. A missing column is an error that lists the columns the file has.
+    """
+    wanted = {role: name for role, name in columns.items() if name}
+    out: dict[str, list[Any]] = {role: [] for role in wanted}
+    rows: list[int] = []
+    for n, record in iter_records(path, encoding):
+        for role, name in wanted.items():
+            if name not in record:
+                raise FtkitError(_missing_column(path, n, role, name, list(record)))
+            out[role].append(record[name])
+        rows.append(n)
+    if not rows:
+        raise FtkitError(f"{path}: the file is empty (no records)")
+    return Split(out, rows, str(path))
+
+
+def _missing_column(path: Path | str, n: int | None, role: str, name: str, present: list[str]) -> str:
+    where = f" (line/row {n})" if n else ""
+    flag = {"text": "--text-column", "label": "--label-column"}.get(role, f"--set data.{role}_column=NAME")
+    return (
+        f"{path}: no column '{name}'{where}.{closest(name, present)} "
+        f"Columns present: {', '.join(map(str, present))}. Choose one with {flag}."
+    )
+
+
+def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None]) -> Split:
+    """Read one split of the Hub dataset into column lists; class ids become their names."""
+    dataset = load_hub_dataset(data.dataset, data.dataset_config, split)
+    wanted = {role: name for role, name in columns.items() if name}
+    out: dict[str, list[Any]] = {}
+    source = f"Hub dataset {data.dataset} [{split}]"
+    for role, name in wanted.items():
+        if name not in dataset.column_names:
+            raise FtkitError(_missing_column(source, None, role, name, dataset.column_names))
+        values = dataset[name]
+        feature = dataset.features[name]
+        if hasattr(feature, "int2str"):  # a ClassLabel: keep names, not ids (-1 = hidden label)
+            values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+        out[role] = list(values)
+    return Split(out, list(range(1, len(dataset) + 1)), source)
+
+
+def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
+    """One split of a Hub dataset, with an actionable error when it cannot be reached."""
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise FtkitError(
+                f"Hub dataset '{name}' has no split '{split}': {str(err).splitlines()[0]} "
+                "Set data.train_split / data.validation_split / data.test_split (null to carve from train)."
+            ) from None
+        raise _unreachable(name, err) from None
+    except Exception as err:  # connection, auth and not-found errors differ across versions
+        raise _unreachable(name, err) from None
+
+
+def _unreachable(name: str, err: Exception) -> FtkitError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return FtkitError(
+        f"cannot load Hub dataset '{name}' ({reason[:200]}). If you are offline, pass local files: "
+        "--train FILE [--validation FILE] [--test FILE] (csv, tsv, json, jsonl, parquet)."
+    )
+
+
+def load_splits(data: DataConfig, columns: dict[str, str | None], seed: int, stratify: str | None) -> dict[str, Split]:
+    """train / validation / test columns, from local files or the Hub, carving what is missing.
+
+    Local files win over the Hub dataset. A missing validation (or test, when test_fraction > 0)
+    split is carved from train with the seed, stratified by `stratify` where every class allows.
+    """
+    local = {s: getattr(data, s) for s in ("train", "validation", "test") if getattr(data, s)}
+    splits: dict[str, Split] = {}
+    if local:
+        if "train" not in local:
+            raise FtkitError("--validation/--test given without --train: pass the training file too")
+        for split, file in local.items():
+            check_readable(Path(file))
+        for split, file in local.items():
+            splits[split] = read_columns(Path(file), columns, data.encoding)
+    elif data.dataset:
+        for split, hub_split in (("train", data.train_split), ("validation", data.validation_split), ("test", data.test_split)):
+            if hub_split:
+                splits[split] = hub_columns(data, hub_split, columns)
+    else:
+        raise FtkitError("no data: pass --train FILE (and --validation/--test), or --dataset HUB_ID")
+    for split, fraction in (("test", data.test_fraction), ("validation", data.validation_fraction)):
+        if split not in splits and fraction > 0:
+            notes = splits["train"].notes
+            splits["train"], splits[split] = carve(splits["train"], fraction, seed, stratify)
+            splits["train"].notes = notes + [
+                f"no {split} split: carved {len(splits[split])} rows ({fraction:.0%}) from train with seed {seed}"
+            ]
+    if "validation" not in splits:
+        raise FtkitError("no validation data: pass --validation FILE or set data.validation_fraction > 0")
+    return splits
+
+
+def carve(split: Split, fraction: float, seed: int, stratify: str | None) -> tuple[Split, Split]:
+    """Split rows into (rest, carved) with the seed; stratified when every class has 2+ rows."""
+    from collections import Counter
+
+    from sklearn.model_selection import train_test_split
+
+    n = len(split)
+    if n < 2:
+        raise FtkitError(f"only {n} training row(s): too few to carve a validation split; pass --validation FILE")
+    keys = None
+    if stratify and stratify in split.columns:
+        keys = [str(v) for v in split.columns[stratify]]
+        counts = Counter(keys)
+        if min(counts.values()) < 2 or len(counts) > n * fraction:
+            keys = None
+    rest, held = train_test_split(list(range(n)), test_size=fraction, random_state=seed, stratify=keys)
+    carved = f"{fraction:.0%} of {split.source} (seed {seed})"
+    return split.select(sorted(rest), split.source), split.select(sorted(held), carved)
+
+
+def adapt_columns(path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8") -> tuple[dict[str, str | None], list[str]]:
+    """Fit a recipe's column names to a local file.
+
+    A recipe names its Hub dataset's columns (SST-2 calls the text 'sentence'); a local file
+    usually says 'text' and 'label'. When a configured column is missing but the conventional
+    one is present, use it and say so; a column given explicitly on the command line is kept
+    (and fails later with the list of columns present).
+    """
+    check_readable(path)
+    first = next(iter_records(path, encoding), None)
+    if first is None:
+        return wanted, []
+    record = first[1]
+    out, notes = dict(wanted), []
+    for role in ("text", "label"):
+        name = wanted.get(role)
+        if name and name not in record and role not in explicit and role in record:
+            out[role] = role
+            notes.append(f"{path} has no column '{name}'; using its '{role}' column (--{role}-column to choose)")
+    return out, notes

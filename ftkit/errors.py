@@ -1,0 +1,24 @@
+"""The one error type ftkit raises for expected failures: a clean message that names the fix."""
+
+from __future__ import annotations
+
+
+class FtkitError(Exception):
+    """An expected failure; the CLI prints `message` as one line and exits with `exit_code`.
+
+    Exit code 2 is bad usage or bad input (the user can fix the command); 1 is a failure at
+    run time (a metric bar not met, a model that cannot be reached, ...).
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """A ' Did you mean X?' suffix for the nearest choice, or '' when nothing is close."""
+    import difflib
+
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{match[0]}'?" if match else ""

@@ -1,0 +1,86 @@
+"""Metrics computed by the libraries made for them, on real predictions; and the bars of `expect:`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ftkit.config import parse_bar
+from ftkit.errors import FtkitError
+
+
+def classification(y_true: Sequence[int], y_pred: Sequence[int], names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1 and per-class P/R/F1/support (scikit-learn).
+
+    Macro averages run over the classes present in the gold or predicted labels, as
+    sklearn's f1_score(average="macro") does; per-class entries cover every known class
+    (a class never predicted nor present scores 0 with support 0).
+    """
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    if len(y_true) == 0:
+        raise FtkitError("no examples to evaluate")
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    pc, rc, fc, sc = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(names))), average=None, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(p),
+        "recall": float(r),
+        "f1": float(f),
+        "per_class": {
+            name: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]), "support": int(sc[i])}
+            for i, name in enumerate(names)
+        },
+        "samples": len(y_true),
+    }
+
+
+def lookup(metrics: dict[str, Any], key: str) -> float | None:
+    """metrics['per_class']['spam']['f1'] for 'per_class.spam.f1'; keys may contain dots."""
+    if key in metrics:
+        value = metrics[key]
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    for name, value in metrics.items():
+        if isinstance(value, dict) and key.startswith(f"{name}."):
+            found = lookup(value, key[len(name) + 1 :])
+            if found is not None:
+                return found
+    return None
+
+
+def available(metrics: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every numeric metric key, dotted, for error messages."""
+    keys = []
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            keys += available(value, f"{prefix}{name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def is_better(new: float, best: float | None, greater_is_better: bool) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(new)
+    return new > best if greater_is_better else new < best
+
+
+def check_bars(metrics: dict[str, Any], expect: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per `expect:` bar: metric, bar, value (None when missing) and whether it passed."""
+    ops = {
+        ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        "<": lambda a, b: a < b,
+        "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
+    }
+    rows = []
+    for key, bar in expect.items():
+        op, threshold = parse_bar(bar)
+        value = lookup(metrics, key)
+        passed = value is not None and not math.isnan(value) and ops[op](value, threshold)
+        rows.append({"metric": key, "bar": f"{op} {threshold:g}", "value": value, "passed": passed})
+    return rows

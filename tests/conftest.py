@@ -1,0 +1,127 @@
+"""Fixtures: tiny random BERT, GPT-2 and T5 checkpoints with tokenizers built here, and small
+labelled files written here. Everything loads through the same from_pretrained path as a
+user's model; nothing touches the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+POSITIVE = "great wonderful superb moving brilliant delightful charming excellent".split()
+NEGATIVE = "awful boring dull terrible clumsy tedious bland poor".split()
+FILLER = "the a film movie story plot cast acting was is and with this it very quite truly".split()
+WORDS = sorted(set(POSITIVE + NEGATIVE + FILLER))
+
+
+def make_sentence(rng: random.Random, label: str) -> str:
+    """A short review whose label is carried by its sentiment words (learnable, not trivial)."""
+    cue = POSITIVE if label == "positive" else NEGATIVE
+    words = rng.sample(FILLER, rng.randint(3, 7)) + rng.sample(cue, rng.randint(1, 2))
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory) -> dict[str, Path]:
+    """train/validation/test JSONL with {"text", "label"} and positive/negative labels."""
+    root = tmp_path_factory.mktemp("sentiment-data")
+    rng = random.Random(0)
+    files = {}
+    for split, n in (("train", 160), ("validation", 40), ("test", 48)):
+        rows = []
+        for i in range(n):
+            label = "positive" if i % 2 == 0 else "negative"
+            rows.append({"text": make_sentence(rng, label), "label": label})
+        files[split] = write_jsonl(root / f"{split}.jsonl", rows)
+    return files
+
+
+def _bert_tokenizer():
+    from transformers import BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {t: i for i, t in enumerate(specials + WORDS + list("abcdefghijklmnopqrstuvwxyz.,!?'"))}
+    return BertTokenizer(vocab=vocab)
+
+
+def _gpt2_tokenizer(root: Path):
+    """A byte-level BPE trained here on the fixture words (GPT-2's scheme, tiny vocab)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Tokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    folder = root / "gpt2-bpe"
+    folder.mkdir()
+    bpe.save_model(str(folder))
+    return GPT2Tokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+
+
+def _t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -float(i + 1)) for i, w in enumerate(WORDS)]
+    pieces += [(c, -50.0) for c in "abcdefghijklmnopqrstuvwxyz.,!?'▁"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{'bert': dir, 'gpt2': dir, 't5': dir}: base checkpoints (no classification head)."""
+    import torch
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, T5Config, T5Model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    torch.manual_seed(0)
+    out = {}
+    bert_tok = _bert_tokenizer()
+    bert = BertModel(BertConfig(vocab_size=len(bert_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    out["bert"] = _save(root / "bert", bert, bert_tok)
+
+    gpt_tok = _gpt2_tokenizer(root)
+    gpt = GPT2LMHeadModel(GPT2Config(vocab_size=len(gpt_tok), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=gpt_tok.eos_token_id, eos_token_id=gpt_tok.eos_token_id))
+    out["gpt2"] = _save(root / "gpt2", gpt, gpt_tok)
+
+    t5_tok = _t5_tokenizer()
+    t5 = T5Model(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, decoder_start_token_id=t5_tok.pad_token_id, pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id))
+    out["t5"] = _save(root / "t5", t5, t5_tok)
+    return out
+
+
+def _save(folder: Path, model, tokenizer) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `ftkit ARGS` in-process through the real entry point; returns (exit code, out, err)."""
+    from ftkit.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
