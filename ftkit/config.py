@@ -8,6 +8,7 @@ holds, so `ftkit finetune RUN/config.yaml` reruns the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -166,6 +167,8 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce(value, inner[0], key, source)
     if origin is Literal:
+        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
+            return "no"
         if value not in args:
             raise FtkitError(
                 f"{source}: '{key}' must be one of {', '.join(map(str, args))}; got {value!r}."
@@ -194,21 +197,29 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:  # more digits than Python converts
+                pass
         raise FtkitError(f"{source}: '{key}' must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:  # YAML 1.1 reads "2e-5" as a string: accept it as the number it means
-                return float(value)
-            except ValueError:
-                pass
-        raise FtkitError(f"{source}: '{key}' must be a number, got {value!r}")
+        number = None
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif isinstance(value, str):  # YAML 1.1 reads "2e-5" as a string: take the number
+                number = float(value)
+        except (ValueError, OverflowError):
+            pass
+        # nan slips through every `<= 0` in check(), and no setting means anything at inf
+        if number is not None and math.isfinite(number):
+            return number
+        raise FtkitError(f"{source}: '{key}' must be a finite number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise FtkitError(f"{source}: '{key}' must be a string, got {_kind(value)}")
+        hint_quote = " (YAML reads bare yes/no/true/false as booleans: quote it, e.g. 'no')" if isinstance(value, bool) else ""
+        raise FtkitError(f"{source}: '{key}' must be a string, got {_kind(value)}{hint_quote}")
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in ftkit, not input
 
 
@@ -247,7 +258,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
     data = config.to_dict()
     for key, value in overrides.items():
         dotted = resolve_key(key)
-        parts = dotted.split(".")
+        # metric names hold dots ('per_class.spam.f1'): all after 'expect.' is one key
+        parts = dotted.split(".", 1) if dotted.startswith("expect.") else dotted.split(".")
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -266,7 +278,7 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
             raise FtkitError(f"--set expects key=value, got '{pair}' (e.g. --set train.warmup_ratio=0.06)")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # e.g. a date like 2024-13-45
             out[key.strip()] = raw
     return out
 

@@ -65,7 +65,9 @@ def iter_records(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[in
         yield from _parquet_records(path)
         return
     try:
-        with open(path, encoding=encoding, newline="") as handle:
+        # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark some editors write
+        codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        with open(path, encoding=codec, newline="") as handle:
             if suffix in (".csv", ".tsv"):
                 yield from _csv_records(path, handle, "\t" if suffix == ".tsv" else ",")
             elif suffix in (".json", ".jsonl"):
@@ -106,14 +108,16 @@ def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[
 
 
 def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
-    first = handle.read(1)
+    skipped, first = "", handle.read(1)
     while first and first.isspace():
-        first = handle.read(1)
+        skipped, first = skipped + first, handle.read(1)
     if first == "[":  # a JSON array of objects: read whole (such files are not streamed)
-        try:
-            rows = json.loads(first + handle.read())
+        try:  # keep the skipped blank lines so line numbers match the file
+            rows = json.loads(skipped + first + handle.read())
         except json.JSONDecodeError as err:
             raise FtkitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+        except RecursionError:
+            raise FtkitError(f"{path}: invalid JSON: nested too deeply; expected an array of objects") from None
         for n, row in enumerate(rows, start=1):
             yield n, _as_record(path, row, f"item {n}")
         return
@@ -125,6 +129,8 @@ def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise FtkitError(f"{path}: line {n}: invalid JSON ({err.msg}); each line must be one JSON object") from None
+        except RecursionError:
+            raise FtkitError(f"{path}: line {n}: invalid JSON (nested too deeply); each line must be one JSON object") from None
         yield n, _as_record(path, row, f"line {n}")
 
 
@@ -241,10 +247,12 @@ def load_splits(data: DataConfig, columns: dict[str, str | None], seed: int, str
                 splits[split] = hub_columns(data, hub_split, columns)
     else:
         raise FtkitError("no data: pass --train FILE (and --validation/--test), or --dataset HUB_ID")
+    remaining = 1.0  # fractions are of the original train set, whatever was carved before
     for split, fraction in (("test", data.test_fraction), ("validation", data.validation_fraction)):
         if split not in splits and fraction > 0:
             notes = splits["train"].notes
-            splits["train"], splits[split] = carve(splits["train"], fraction, seed, stratify)
+            splits["train"], splits[split] = carve(splits["train"], fraction / remaining, seed, stratify)
+            remaining -= fraction
             splits["train"].notes = notes + [
                 f"no {split} split: carved {len(splits[split])} rows ({fraction:.0%}) from train with seed {seed}"
             ]
@@ -255,18 +263,24 @@ def load_splits(data: DataConfig, columns: dict[str, str | None], seed: int, str
 
 def carve(split: Split, fraction: float, seed: int, stratify: str | None) -> tuple[Split, Split]:
     """Split rows into (rest, carved) with the seed; stratified when every class has 2+ rows."""
+    import math
     from collections import Counter
 
     from sklearn.model_selection import train_test_split
 
     n = len(split)
-    if n < 2:
-        raise FtkitError(f"only {n} training row(s): too few to carve a validation split; pass --validation FILE")
+    held_n = math.ceil(fraction * n)  # as train_test_split rounds
+    if n < 2 or held_n >= n:
+        raise FtkitError(
+            f"only {n} training row(s): too few to carve a validation split; pass --validation FILE "
+            f"(or --test FILE, or lower data.validation_fraction / data.test_fraction: {fraction:.0%} of {n} leaves none)"
+        )
     keys = None
     if stratify and stratify in split.columns:
         keys = [str(v) for v in split.columns[stratify]]
         counts = Counter(keys)
-        if min(counts.values()) < 2 or len(counts) > n * fraction:
+        # sklearn needs every class twice and both parts at least as large as the class count
+        if min(counts.values()) < 2 or len(counts) > min(held_n, n - held_n):
             keys = None
     rest, held = train_test_split(list(range(n)), test_size=fraction, random_state=seed, stratify=keys)
     carved = f"{fraction:.0%} of {split.source} (seed {seed})"

@@ -27,7 +27,7 @@ class Reporter:
 
     def note(self, message: str) -> None:
         if self.active:
-            self.console.print(f"[dim]note:[/dim] {message}", highlight=False)
+            self.console.print(f"[dim]note:[/dim] {message}", highlight=False, soft_wrap=True)
 
     def start(self, total_steps: int, title: str) -> None:
         if not self.active:
@@ -57,6 +57,9 @@ class Reporter:
         fields = {}
         if loss is not None:
             fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "speed": f"{speed:.1f}"}
+            if not self.console.is_terminal:  # no live bar in a log file: one line per logging step
+                total = self._progress.tasks[0].total
+                self.console.print(f"step {step}/{total} loss {fields['loss']} lr {fields['lr']} {fields['speed']} samples/s", highlight=False)
         self._progress.update(self._task, completed=step, **fields)
 
     def eval_line(self, step: int, epoch: float, metric: str, value: float | None, loss: float | None) -> None:

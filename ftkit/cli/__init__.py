@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     except FtkitError as err:
         if debug:
             raise
-        print(f"error: {err.message}", file=sys.stderr)
+        print(f"error: {_one_line(err.message)}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -62,3 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    """Messages may quote user input holding newlines; the error stays one line."""
+    return " ".join(message.split("\n"))

@@ -29,7 +29,10 @@ def list_() -> None:
     for recipe in all_recipes():
         c = recipe.config
         table.add_row(recipe.name, c.task, c.model, c.data.dataset or "-", recipe.metric_bar)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: no terminal width to respect, keep rows whole
+        console = Console(width=200)
+    console.print(table)
 
 
 @app.command("show")
