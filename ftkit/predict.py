@@ -55,6 +55,13 @@ def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[A
     return task, model, load_tokenizer(str(model_dir))
 
 
+def default_max_length(model: Any, tokenizer: Any) -> int:
+    """For a bare model folder: what both the tokenizer and the position embeddings allow."""
+    from ftkit.models import max_positions
+
+    return min(tokenizer.model_max_length, max_positions(model.config) or 512, 512)
+
+
 def texts_from(input_path: str, text_column: str | None, default_column: str, encoding: str) -> Iterator[str]:
     """Texts of the input in order: lines of a .txt / stdin (blank lines skipped), or a column."""
     if input_path != "-":
@@ -97,7 +104,7 @@ def predict(
 ) -> int:
     """Write one JSON line per input record (to `output`, else stdout); return the count."""
     task, model, tokenizer = load_for_inference(model_dir, run_config)
-    max_length = run_config.train.max_length if run_config else min(tokenizer.model_max_length, 512)
+    max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
     default_column = run_config.data.text_column if run_config else "text"
     texts = texts_from(input_path, text_column, default_column, encoding)
     if output is None:
@@ -145,12 +152,15 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from ftkit.config import DataConfig, RunConfig as Config
+    from ftkit.config import DataConfig, RunConfig as Config, TrainConfig
     from ftkit.train import run_evaluation
 
     check_readable(data_path)
     task, model, tokenizer = load_for_inference(model_dir, run_config)
-    base = run_config or Config(name="evaluate", task=family_of(model.config, None), model=str(model_dir))
+    base = run_config or Config(
+        name="evaluate", task=family_of(model.config, None), model=str(model_dir),
+        train=TrainConfig(max_length=default_max_length(model, tokenizer)),
+    )
     data = base.data
     config = Config(
         name=base.name, task=base.task, model=str(model_dir), train=base.train, metrics=base.metrics,

@@ -260,3 +260,69 @@ def test_predict_on_a_folder_that_is_not_a_run(cli, tmp_path):
     (tmp_path / "in.txt").write_text("hello\n")
     line = one_line_error(*cli("predict", tmp_path, tmp_path / "in.txt")[::2])
     assert "not an ftkit run folder" in line
+
+
+def test_best_model_is_kept_and_accumulation_counts_optimizer_steps(tiny_models, sentiment_files, cli, tmp_path):
+    """160 rows / batch 16 = 10 batches per epoch; accumulating 3 -> 4 optimizer steps per epoch
+    (the short last window steps too). The saved model is the best validation epoch's."""
+    run = tmp_path / "run"
+    code, _, err = cli(
+        "finetune", "sentiment", "--model", tiny_models["bert"], *data_args(sentiment_files), "-o", run,
+        "--epochs", "3", "--batch-size", "16", "--learning-rate", "3e-3", "--set", "train.gradient_accumulation_steps=3", "--quiet",
+    )
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 12 and metrics["train"]["samples"] == 480
+    evals = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines() if '"eval"' in l]
+    validation = [e for e in evals if e["split"] == "validation"]
+    assert [e["step"] for e in validation] == [4, 8, 12]
+    best = max(validation, key=lambda e: e["accuracy"])  # first of equals wins: strictly better replaces
+    assert metrics["validation"]["accuracy"] == best["accuracy"] and metrics["validation"]["step"] == best["step"]
+    code, _, err = cli("evaluate", run, "--data", sentiment_files["validation"], "--output", tmp_path / "v.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "v.json").read_text())["accuracy"] == pytest.approx(best["accuracy"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet"])
+def test_training_from_other_formats(tiny_models, sentiment_files, cli, tmp_path, fmt):
+    import pandas as pd
+
+    frame = pd.DataFrame(gold(sentiment_files["train"])).rename(columns={"text": "review", "label": "sentiment"})
+    path = tmp_path / f"train.{fmt}"
+    if fmt == "parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="," if fmt == "csv" else "\t", index=False)
+    code, _, err = cli(
+        "finetune", "sentiment", "--model", tiny_models["bert"], "--train", path, "--text-column", "review",
+        "--label-column", "sentiment", "-o", tmp_path / "run", "--max-steps", "2", "--quiet",
+    )
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["validation"]["samples"] == 16 and metrics["train"]["steps"] == 2
+
+
+def test_predict_streams(runs, monkeypatch):
+    """Results for the first chunk are written before the rest of the input is read."""
+    import io
+
+    from ftkit import predict as predict_module
+    from ftkit.artifacts import resolve_model_dir
+
+    task, model, tokenizer = predict_module.load_for_inference(*resolve_model_dir(runs["bert"]))
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield f"great film number {pulled}"
+
+    class Sink(io.StringIO):
+        def write(self, text):
+            raise StopIteration(pulled)  # stop at the first write and report how much was read
+
+    batch = 4
+    with pytest.raises(StopIteration) as stop:
+        predict_module._write_all(task, model, tokenizer, endless(), Sink(), batch, 1, 32)
+    assert stop.value.value == batch * predict_module.CHUNK_BATCHES
