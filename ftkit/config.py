@@ -37,10 +37,12 @@ class DataConfig:
     test_split: str | None = "test"  # null: carve test_fraction from train (0 = no test set)
     validation_fraction: float = 0.1
     test_fraction: float = 0.0
-    text_column: str = "text"
+    text_column: str = "text"  # token classification: the column with each sentence's words
     text_pair_column: str | None = None  # second text for pair tasks (NLI, paraphrase)
-    label_column: str = "label"
-    labels: list[str] | None = None  # class names in id order; integer labels index into it
+    label_column: str = "label"  # token classification: the column with one IOB tag per word
+    labels: list[str] | None = None  # class (or NER tag) names in id order; integer labels index into it
+    format: Literal["auto", "conll"] = "auto"  # conll: read .txt files as CoNLL (token ... tag per line)
+    strict: bool = False  # refuse malformed input (IOB1 / broken tag sequences) instead of repairing it
     target_column: str | None = None  # seq2seq: the column holding the reference output
     source_lang: str | None = None  # translation: keys inside a {"translation": {...}} column
     target_lang: str | None = None
@@ -67,6 +69,8 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: MixedPrecision = "auto"  # auto: bf16 on GPUs that support it, else no
     eval_steps: int | None = None  # null: evaluate at each epoch end
+    stride: int = 32  # tokens shared by the overlapping windows over inputs longer than max_length
+    label_all_tokens: bool = False  # token classification: label every sub-token, not just the first
     logging_steps: int = 10
 
 
@@ -76,6 +80,7 @@ class MetricsConfig:
 
     primary: str = "accuracy"  # a key of metrics.json's split section; dots reach nested keys
     greater_is_better: bool = True
+    mode: Literal["default", "strict"] = "default"  # NER (seqeval): strict = exact IOB2 entity matching
 
 
 @dataclass
@@ -323,6 +328,8 @@ def check(config: RunConfig) -> None:
             raise FtkitError(f"'{key}' must be a positive integer, got {value}")
     if t.epochs <= 0 and t.max_steps is None:
         raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps)")
+    if not 0 <= t.stride < t.max_length // 2:
+        raise FtkitError(f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}")
     if t.learning_rate <= 0:
         raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}")
     for key, value in {

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from ftkit.errors import FtkitError, closest
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 TEXT_SUFFIXES = (".txt",)
+CONLL_SUFFIXES = (".conll", ".iob")  # token per line, tag last; also .txt with --format conll
+Normalize = Callable[[dict[str, Any], str, int], dict[str, Any]]
 
 
 @dataclass
@@ -52,15 +54,25 @@ def check_readable(path: Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> No
         )
 
 
-def iter_records(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line or row number, record) from a data file, or text lines from '-' (stdin)."""
+def data_suffixes(fmt: str = "auto") -> tuple[str, ...]:
+    """Extensions a labelled data file may have; .txt is CoNLL only when asked for."""
+    return TABLE_SUFFIXES + CONLL_SUFFIXES + (TEXT_SUFFIXES if fmt == "conll" else ())
+
+
+def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line or row number, record) from a data file, or text lines from '-' (stdin).
+
+    CoNLL files (.conll, .iob, or any with fmt='conll') yield one record per sentence,
+    {"tokens": [...], "ner_tags": [...]}, numbered by the line of its first token.
+    """
     if str(path) == "-":
         for n, line in enumerate(sys.stdin, start=1):
             yield n, {"text": line.rstrip("\r\n")}
         return
     path = Path(path)
-    check_readable(path, TABLE_SUFFIXES + TEXT_SUFFIXES)
+    check_readable(path, TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
     suffix = path.suffix.lower()
+    conll = suffix in CONLL_SUFFIXES or fmt == "conll"
     if suffix == ".parquet":
         yield from _parquet_records(path)
         return
@@ -68,7 +80,9 @@ def iter_records(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[in
         # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark some editors write
         codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
         with open(path, encoding=codec, newline="") as handle:
-            if suffix in (".csv", ".tsv"):
+            if conll:
+                yield from _conll_records(path, handle)
+            elif suffix in (".csv", ".tsv"):
                 yield from _csv_records(path, handle, "\t" if suffix == ".tsv" else ",")
             elif suffix in (".json", ".jsonl"):
                 yield from _json_records(path, handle)
@@ -105,6 +119,29 @@ def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[
             yield reader.line_num, dict(zip(header, row))
     except csv.Error as err:
         raise FtkitError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _conll_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
+    for n, line in enumerate(handle, start=1):
+        fields = line.split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        if not fields:
+            if tokens:
+                yield first, {"tokens": tokens, "ner_tags": tags}
+            tokens, tags = [], []
+            continue
+        if len(fields) < 2:
+            raise FtkitError(f"{path}: line {n}: expected 'TOKEN ... TAG' (tag in the last column), got {line.strip()!r}")
+        if not tokens:
+            first = n
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        yield first, {"tokens": tokens, "ner_tags": tags}
 
 
 def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
@@ -154,16 +191,21 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
             yield n, row
 
 
-def read_columns(path: Path, columns: dict[str, str | None], encoding: str = "utf-8") -> Split:
+def read_columns(
+    path: Path, columns: dict[str, str | None], encoding: str = "utf-8", fmt: str = "auto", normalize: Normalize | None = None
+) -> Split:
     """Read a local file into lists for each wanted column.
 
     `columns` maps our role ('text', 'label', ...) to the file's column name; None means the
     role is not used. A missing column is an error that lists the columns the file has.
+    `normalize` lets a task family rewrite each record first (e.g. character spans -> tags).
     """
     wanted = {role: name for role, name in columns.items() if name}
     out: dict[str, list[Any]] = {role: [] for role in wanted}
     rows: list[int] = []
-    for n, record in iter_records(path, encoding):
+    for n, record in iter_records(path, encoding, fmt):
+        if normalize is not None:
+            record = normalize(record, str(path), n)
         for role, name in wanted.items():
             if name not in record:
                 raise FtkitError(_missing_column(path, n, role, name, list(record)))
@@ -196,6 +238,9 @@ def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None]) ->
         feature = dataset.features[name]
         if hasattr(feature, "int2str"):  # a ClassLabel: keep names, not ids (-1 = hidden label)
             values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+        elif hasattr(getattr(feature, "feature", None), "int2str"):  # a sequence of ClassLabel (NER tags)
+            names = feature.feature.names
+            values = [[names[i] for i in seq] if seq is not None else None for seq in values]
         out[role] = list(values)
     return Split(out, list(range(1, len(dataset) + 1)), source)
 
@@ -226,7 +271,9 @@ def _unreachable(name: str, err: Exception) -> FtkitError:
     )
 
 
-def load_splits(data: DataConfig, columns: dict[str, str | None], seed: int, stratify: str | None) -> dict[str, Split]:
+def load_splits(
+    data: DataConfig, columns: dict[str, str | None], seed: int, stratify: str | None, normalize: Normalize | None = None
+) -> dict[str, Split]:
     """train / validation / test columns, from local files or the Hub, carving what is missing.
 
     Local files win over the Hub dataset. A missing validation (or test, when test_fraction > 0)
@@ -238,9 +285,9 @@ def load_splits(data: DataConfig, columns: dict[str, str | None], seed: int, str
         if "train" not in local:
             raise FtkitError("--validation/--test given without --train: pass the training file too")
         for split, file in local.items():
-            check_readable(Path(file))
+            check_readable(Path(file), data_suffixes(data.format))
         for split, file in local.items():
-            splits[split] = read_columns(Path(file), columns, data.encoding)
+            splits[split] = read_columns(Path(file), columns, data.encoding, data.format, normalize)
     elif data.dataset:
         for split, hub_split in (("train", data.train_split), ("validation", data.validation_split), ("test", data.test_split)):
             if hub_split:
@@ -287,7 +334,9 @@ def carve(split: Split, fraction: float, seed: int, stratify: str | None) -> tup
     return split.select(sorted(rest), split.source), split.select(sorted(held), carved)
 
 
-def adapt_columns(path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8") -> tuple[dict[str, str | None], list[str]]:
+def adapt_columns(
+    path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8", fmt: str = "auto", normalize: Normalize | None = None
+) -> tuple[dict[str, str | None], list[str]]:
     """Fit a recipe's column names to a local file.
 
     A recipe names its Hub dataset's columns (SST-2 calls the text 'sentence'); a local file
@@ -295,11 +344,11 @@ def adapt_columns(path: Path, wanted: dict[str, str | None], explicit: set[str],
     one is present, use it and say so; a column given explicitly on the command line is kept
     (and fails later with the list of columns present).
     """
-    check_readable(path)
-    first = next(iter_records(path, encoding), None)
+    check_readable(path, data_suffixes(fmt))
+    first = next(iter_records(path, encoding, fmt), None)
     if first is None:
         return wanted, []
-    record = first[1]
+    record = normalize(first[1], str(path), first[0]) if normalize else first[1]
     out, notes = dict(wanted), []
     for role in ("text", "label"):
         name = wanted.get(role)

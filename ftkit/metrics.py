@@ -38,6 +38,38 @@ def classification(y_true: Sequence[int], y_pred: Sequence[int], names: list[str
     }
 
 
+def entities(gold: list[list[str]], pred: list[list[str]], mode: str = "default") -> dict[str, Any]:
+    """Entity-level precision/recall/F1 (micro) and per type, plus token accuracy (seqeval).
+
+    mode "default" is conlleval's matching (what CoNLL papers report); "strict" matches IOB2
+    entities exactly (seqeval mode="strict", scheme=IOB2).
+    """
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    if not gold:
+        raise FtkitError("no examples to evaluate")
+    kwargs: dict[str, Any] = {"zero_division": 0}
+    if mode == "strict":
+        from seqeval.scheme import IOB2
+
+        kwargs.update(mode="strict", scheme=IOB2)
+    report = classification_report(gold, pred, output_dict=True, **kwargs)
+    per_type = {
+        kind: {"precision": float(v["precision"]), "recall": float(v["recall"]), "f1": float(v["f1-score"]), "support": int(v["support"])}
+        for kind, v in report.items()
+        if not kind.endswith(" avg")
+    }
+    return {
+        "precision": float(precision_score(gold, pred, average="micro", **kwargs)),
+        "recall": float(recall_score(gold, pred, average="micro", **kwargs)),
+        "f1": float(f1_score(gold, pred, average="micro", **kwargs)),
+        "accuracy": float(accuracy_score(gold, pred)),
+        "per_type": per_type,
+        "samples": len(gold),
+        "entities": sum(v["support"] for v in per_type.values()),
+    }
+
+
 def lookup(metrics: dict[str, Any], key: str) -> float | None:
     """metrics['per_class']['spam']['f1'] for 'per_class.spam.f1'; keys may contain dots."""
     if key in metrics:

@@ -49,13 +49,19 @@ def load_model_config(name_or_path: str) -> Any:
         raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)})") from None
 
 
-def load_tokenizer(name_or_path: str) -> Any:
-    """The checkpoint's tokenizer, with a pad token (GPT-2 has none: reuse end-of-text)."""
+def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
+    """The checkpoint's tokenizer, with a pad token (GPT-2 has none: reuse end-of-text).
+
+    prefix_space: for input split into words, byte-level BPE tokenizers (GPT-2, RoBERTa)
+    must treat every word as preceded by a space, or words are encoded as word pieces.
+    """
     from transformers import AutoTokenizer
 
     source = model_source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        if prefix_space and getattr(tokenizer, "add_prefix_space", None) is False:
+            tokenizer = AutoTokenizer.from_pretrained(source, add_prefix_space=True)
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, TypeError, KeyError) as err:

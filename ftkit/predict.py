@@ -1,7 +1,7 @@
 """Inference on a finished run or model folder: streaming `predict` and `evaluate`.
 
 `predict` reads its input record by record and writes each result as it goes: memory stays
-flat however large the input. Within a bounded chunk, texts are sorted by length so batches
+flat however large the input. Within a bounded chunk, inputs are sorted by length so batches
 carry little padding; results go out in input order.
 """
 
@@ -10,26 +10,38 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ftkit.config import RunConfig
-from ftkit.data import TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
+from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
 from ftkit.errors import FtkitError, closest
 from ftkit.models import quiet_transformers
 from ftkit.tasks import FAMILY_MODULES, get_task
 
 CHUNK_BATCHES = 16  # batches per sorted chunk: bounds memory, keeps padding low
+ARCHITECTURE_FAMILIES = {"ForSequenceClassification": "sequence-classification", "ForTokenClassification": "token-classification"}
+
+
+@dataclass
+class PredictOptions:
+    """What the task families' predictors read; each takes what applies to it."""
+
+    batch_size: int = 32
+    top_k: int = 1  # classification: also list the K most likely labels
+    max_length: int = 512
+    aggregation: str = "first"  # token classification: pipeline aggregation strategy
+    stride: int = 32  # token classification: overlap of windows over long inputs
 
 
 def family_of(model_config: Any, run_config: RunConfig | None) -> str:
     """The task family of a model folder: from the run's config, else from its architecture."""
     if run_config is not None:
         return run_config.task
-    suffixes = {"ForSequenceClassification": "sequence-classification"}
     for arch in getattr(model_config, "architectures", None) or []:
-        for suffix, family in suffixes.items():
+        for suffix, family in ARCHITECTURE_FAMILIES.items():
             if arch.endswith(suffix):
                 return family
     raise FtkitError(
@@ -41,18 +53,16 @@ def family_of(model_config: Any, run_config: RunConfig | None) -> str:
 def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[Any, Any, Any]:
     """(task module, model on the best device in eval mode, tokenizer)."""
     import torch
-    from transformers import AutoConfig
+    import transformers
 
     from ftkit.models import load_tokenizer
 
     quiet_transformers()
-    task = get_task(family_of(AutoConfig.from_pretrained(model_dir), run_config))
-    import transformers
-
+    task = get_task(family_of(transformers.AutoConfig.from_pretrained(model_dir), run_config))
     model = getattr(transformers, task.AUTO_MODEL).from_pretrained(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    return task, model, load_tokenizer(str(model_dir))
+    return task, model, load_tokenizer(str(model_dir), task.PREFIX_SPACE)
 
 
 def default_max_length(model: Any, tokenizer: Any) -> int:
@@ -62,57 +72,54 @@ def default_max_length(model: Any, tokenizer: Any) -> int:
     return min(tokenizer.model_max_length, max_positions(model.config) or 512, 512)
 
 
-def texts_from(input_path: str, text_column: str | None, default_column: str, encoding: str) -> Iterator[str]:
-    """Texts of the input in order: lines of a .txt / stdin (blank lines skipped), or a column."""
+def records_from(input_path: str, text_column: str | None, run_config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """Input records in order: {"text"} from lines of a .txt / stdin (blank lines skipped) or a
+    table's text column; {"tokens"} from a table or CoNLL file holding pre-split words."""
     if input_path != "-":
-        check_readable(Path(input_path), TABLE_SUFFIXES + TEXT_SUFFIXES)
+        check_readable(Path(input_path), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
     plain = input_path == "-" or Path(input_path).suffix.lower() in TEXT_SUFFIXES
+    words_column = run_config.data.text_column if run_config and run_config.task == "token-classification" else "tokens"
+    default_column = run_config.data.text_column if run_config and run_config.task != "token-classification" else "text"
     column = None
     for n, record in iter_records(input_path, encoding):
         if plain:
             if record["text"].strip():
-                yield record["text"]
+                yield {"text": record["text"]}
             continue
         if column is None:
-            column = _pick_column(input_path, n, record, text_column, default_column)
+            column = _pick_column(input_path, n, record, text_column, [default_column, "text", words_column])
         if column not in record:
             raise FtkitError(f"{input_path}: line/row {n} has no column '{column}'")
         value = record[column]
-        yield "" if value is None else str(value)
+        if isinstance(value, list):
+            yield {"tokens": value}
+        else:
+            yield {"text": "" if value is None else str(value)}
 
 
-def _pick_column(path: str, n: int, record: dict, explicit: str | None, default: str) -> str:
+def _pick_column(path: str, n: int, record: dict, explicit: str | None, defaults: list[str]) -> str:
     if explicit:
         if explicit not in record:
             raise FtkitError(f"{path}: no column '{explicit}'.{closest(explicit, list(record))} Columns present: {', '.join(record)}")
         return explicit
-    for candidate in (default, "text"):
+    for candidate in defaults:
         if candidate in record:
             return candidate
-    raise FtkitError(f"{path}: no column '{default}'. Columns present: {', '.join(record)}. Choose one with --text-column.")
+    raise FtkitError(f"{path}: no column '{defaults[0]}'. Columns present: {', '.join(record)}. Choose one with --text-column.")
 
 
-def predict(
-    model_dir: Path,
-    run_config: RunConfig | None,
-    input_path: str,
-    output: Path | None,
-    batch_size: int,
-    top_k: int,
-    text_column: str | None,
-    encoding: str,
-) -> int:
+def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str, options: PredictOptions) -> int:
     """Write one JSON line per input record (to `output`, else stdout); return the count."""
     task, model, tokenizer = load_for_inference(model_dir, run_config)
-    max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
-    default_column = run_config.data.text_column if run_config else "text"
-    texts = texts_from(input_path, text_column, default_column, encoding)
+    options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
+    run = task.predictor(model, tokenizer, options)
+    records = records_from(input_path, text_column, run_config, encoding)
     if output is None:
-        return _write_all(task, model, tokenizer, texts, sys.stdout, batch_size, top_k, max_length)
+        return _write_all(run, records, sys.stdout, options.batch_size)
     tmp = output.with_name(output.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            count = _write_all(task, model, tokenizer, texts, handle, batch_size, top_k, max_length)
+            count = _write_all(run, records, handle, options.batch_size)
         os.replace(tmp, output)  # the output appears only complete
     except OSError as err:
         raise FtkitError(f"{output}: cannot write ({err.strerror or err})", exit_code=1) from None
@@ -122,40 +129,41 @@ def predict(
     return count
 
 
-def _write_all(task: Any, model: Any, tokenizer: Any, texts: Iterator[str], out: IO[str], batch_size: int, top_k: int, max_length: int) -> int:
+def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict], out: IO[str], batch_size: int) -> int:
     count = 0
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(text)
+    chunk: list[dict] = []
+    for record in records:
+        chunk.append(record)
         if len(chunk) == batch_size * CHUNK_BATCHES:
-            count += _write_chunk(task, model, tokenizer, chunk, out, batch_size, top_k, max_length)
+            count += _write_chunk(run, chunk, out, batch_size)
             chunk = []
     if chunk:
-        count += _write_chunk(task, model, tokenizer, chunk, out, batch_size, top_k, max_length)
+        count += _write_chunk(run, chunk, out, batch_size)
     return count
 
 
-def _write_chunk(task: Any, model: Any, tokenizer: Any, chunk: list[str], out: IO[str], batch_size: int, top_k: int, max_length: int) -> int:
-    order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]))
+def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], out: IO[str], batch_size: int) -> int:
+    order = sorted(range(len(chunk)), key=lambda i: len(chunk[i].get("text") or chunk[i].get("tokens") or ""))
     results: list[Any] = [None] * len(chunk)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        for i, record in zip(idx, task.predict(model, tokenizer, [chunk[i] for i in idx], max_length, top_k)):
-            results[i] = record
+        for i, result in zip(idx, run([chunk[i] for i in idx])):
+            results[i] = result
     out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     out.flush()
     return len(chunk)
 
 
-def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, text_column: str | None, label_column: str | None, batch_size: int, encoding: str) -> dict[str, Any]:
+def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, text_column: str | None, label_column: str | None, batch_size: int, encoding: str, fmt: str = "auto") -> dict[str, Any]:
     """Metrics of a saved model on a labelled file, through the training loop's evaluation."""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
     from ftkit.config import DataConfig, RunConfig as Config, TrainConfig
+    from ftkit.data import adapt_columns, data_suffixes
     from ftkit.train import run_evaluation
 
-    check_readable(data_path)
+    check_readable(data_path, data_suffixes(fmt))
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     base = run_config or Config(
         name="evaluate", task=family_of(model.config, None), model=str(model_dir),
@@ -166,13 +174,18 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
         name=base.name, task=base.task, model=str(model_dir), train=base.train, metrics=base.metrics,
         data=DataConfig(
             text_column=text_column or data.text_column, label_column=label_column or data.label_column,
-            text_pair_column=data.text_pair_column, prefix=data.prefix, encoding=encoding,
+            text_pair_column=data.text_pair_column, prefix=data.prefix, encoding=encoding, format=fmt,
         ),
     )
-    split = read_columns(data_path, task.columns(config), encoding)
+    wanted = task.columns(config)
+    explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
+    adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    split = read_columns(data_path, adapted, encoding, fmt, task.normalizer(config))
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     prepared = task.prepare({"test": split}, config, tokenizer, names=names)
     accelerator = Accelerator()
     loader = DataLoader(prepared.features["test"], batch_size=batch_size, collate_fn=task.collator(tokenizer, None))
     model, loader = accelerator.prepare(model, loader)
-    return run_evaluation(model, loader, accelerator, task, prepared)
+    return run_evaluation(model, loader, accelerator, task, prepared, "test")

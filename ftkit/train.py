@@ -52,10 +52,10 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     limit = max_positions(model_config)
     if limit and t.max_length > limit:
         raise FtkitError(f"--max-length {t.max_length} is beyond what '{config.model}' can read ({limit} tokens); use <= {limit}")
-    splits = load_splits(config.data, task.columns(config), t.seed, stratify="label")
+    splits = load_splits(config.data, task.columns(config), t.seed, task.STRATIFY, task.normalizer(config))
     for note in splits["train"].notes:
         reporter.note(note)
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, task.PREFIX_SPACE)
 
     precision = resolve_precision(t.mixed_precision)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
@@ -91,7 +91,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     def evaluate(split: str) -> dict[str, Any]:
-        return run_evaluation(model, eval_dls[split], accelerator, task, prepared)
+        return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split)
 
     # --- train
     reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
@@ -120,7 +120,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     for epoch in range(epochs):
         for batch in train_dl:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = model(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -190,8 +190,12 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     return results
 
 
-def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any) -> dict[str, Any]:
-    """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates."""
+def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str) -> dict[str, Any]:
+    """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates.
+
+    Per-token outputs differ in length across processes and batches: pad them (-100, which
+    every family reads as 'ignore') before gathering and before concatenating.
+    """
     import torch
 
     was_training = model.training
@@ -200,10 +204,22 @@ def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, pre
     with torch.inference_mode():
         for batch in dataloader:
             outputs = task.eval_outputs(model, batch)
+            outputs = {k: accelerator.pad_across_processes(v, dim=1, pad_index=-100) if v.ndim > 1 else v for k, v in outputs.items()}
             for key, value in accelerator.gather_for_metrics(outputs).items():
                 chunks.setdefault(key, []).append(value.cpu())
     model.train(was_training)
-    return task.compute_metrics({k: torch.cat(v) for k, v in chunks.items()}, prepared)
+    return task.compute_metrics({k: _concat(v) for k, v in chunks.items()}, prepared, split)
+
+
+def _concat(tensors: list[Any]) -> Any:
+    """Concatenate batches along dim 0, padding dim 1 with -100 to the widest."""
+    import torch
+    import torch.nn.functional as F
+
+    if tensors[0].ndim < 2:
+        return torch.cat(tensors)
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([F.pad(t, [0, 0] * (t.ndim - 2) + [0, width - t.shape[1]], value=-100) for t in tensors])
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:

@@ -20,7 +20,13 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 POSITIVE = "great wonderful superb moving brilliant delightful charming excellent".split()
 NEGATIVE = "awful boring dull terrible clumsy tedious bland poor".split()
 FILLER = "the a film movie story plot cast acting was is and with this it very quite truly".split()
-WORDS = sorted(set(POSITIVE + NEGATIVE + FILLER))
+# NER fixture vocabulary: entities (some multi-word) among filler words.
+PERSONS = [["Alice"], ["Bob"], ["Carol", "Smith"], ["David"]]
+PLACES = [["Paris"], ["New", "York"], ["Berlin"], ["Tokyo"]]
+ORGS = [["Acme", "Corp"], ["Globex"], ["Initech"]]
+NER_FILLER = "met in visited from works at went to today yesterday with".split()
+NER_WORDS = [w for group in (PERSONS, PLACES, ORGS) for entity in group for w in entity] + NER_FILLER
+WORDS = sorted(set(POSITIVE + NEGATIVE + FILLER + NER_WORDS + [w.lower() for w in NER_WORDS]))
 
 
 def make_sentence(rng: random.Random, label: str) -> str:
@@ -51,6 +57,36 @@ def sentiment_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+def make_ner_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
+    """Words and IOB2 tags: 2-4 chunks, each an optional entity followed by filler words."""
+    words, tags = [], []
+    for _ in range(rng.randint(2, 4)):
+        kind = rng.choice(["PER", "LOC", "ORG", None])
+        if kind:
+            entity = rng.choice({"PER": PERSONS, "LOC": PLACES, "ORG": ORGS}[kind])
+            words += entity
+            tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(entity) - 1)
+        for _ in range(rng.randint(1, 3)):
+            words.append(rng.choice(NER_FILLER + ["the", "a", "and"]))
+            tags.append("O")
+    return words, tags
+
+
+@pytest.fixture(scope="session")
+def ner_files(tmp_path_factory) -> dict[str, Path]:
+    """train/validation/test JSONL with {"tokens", "ner_tags"} (IOB2 tag names)."""
+    root = tmp_path_factory.mktemp("ner-data")
+    rng = random.Random(1)
+    files = {}
+    for split, n in (("train", 240), ("validation", 40), ("test", 40)):
+        rows = []
+        for _ in range(n):
+            words, tags = make_ner_sentence(rng)
+            rows.append({"tokens": words, "ner_tags": tags})
+        files[split] = write_jsonl(root / f"{split}.jsonl", rows)
+    return files
+
+
 def _bert_tokenizer():
     from transformers import BertTokenizer
 
@@ -65,7 +101,8 @@ def _gpt2_tokenizer(root: Path):
     from transformers import GPT2Tokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
+    # Enough merges that every fixture word is one token with its leading space (as in GPT-2).
+    bpe.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=1000, min_frequency=1, special_tokens=["<|endoftext|>"])
     folder = root / "gpt2-bpe"
     folder.mkdir()
     bpe.save_model(str(folder))

@@ -316,7 +316,7 @@ def test_predict_streams(runs, monkeypatch):
         nonlocal pulled
         while True:
             pulled += 1
-            yield f"great film number {pulled}"
+            yield {"text": f"great film number {pulled}"}
 
     class Sink(io.StringIO):
         def write(self, text):
@@ -324,5 +324,6 @@ def test_predict_streams(runs, monkeypatch):
 
     batch = 4
     with pytest.raises(StopIteration) as stop:
-        predict_module._write_all(task, model, tokenizer, endless(), Sink(), batch, 1, 32)
+        run = task.predictor(model, tokenizer, predict_module.PredictOptions(batch_size=batch, max_length=32))
+        predict_module._write_all(run, endless(), Sink(), batch)
     assert stop.value.value == batch * predict_module.CHUNK_BATCHES

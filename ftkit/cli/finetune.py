@@ -24,7 +24,7 @@ FLAG_KEYS = {
     "test": "data.test", "text_column": "data.text_column", "label_column": "data.label_column",
     "encoding": "data.encoding", "epochs": "train.epochs", "max_steps": "train.max_steps",
     "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
-    "seed": "train.seed", "mixed_precision": "train.mixed_precision",
+    "seed": "train.seed", "mixed_precision": "train.mixed_precision", "fmt": "data.format", "strict": "data.strict",
 }
 
 
@@ -38,6 +38,8 @@ def finetune(
     text_column: o.TextColumnOpt = None,
     label_column: o.LabelColumnOpt = None,
     encoding: o.EncodingOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="auto, or conll to read .txt files as CoNLL (token ... tag per line).", rich_help_panel="Model and data")] = None,
+    strict: o.StrictOpt = False,
     output_dir: o.OutputDirOpt = None,
     overwrite: o.OverwriteOpt = False,
     epochs: o.EpochsOpt = None,
@@ -79,7 +81,7 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
     overrides: dict[str, Any] = {}
     for flag, key in FLAG_KEYS.items():
         value = args.get(flag)
-        if value is not None:
+        if value is not None and value is not False:  # an absent flag keeps the recipe's value
             # Saved config.yaml must rerun from anywhere: store data files as absolute paths.
             overrides[key] = str(Path(value).resolve()) if isinstance(value, Path) else value
     if args.get("dataset") and not args.get("train"):
@@ -91,8 +93,9 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
         explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
         from ftkit.tasks import get_task
 
-        wanted = get_task(config.task).columns(config)
-        adapted, notes = adapt_columns(Path(config.data.train), wanted, explicit, config.data.encoding)
+        task = get_task(config.task)
+        wanted = task.columns(config)
+        adapted, notes = adapt_columns(Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config))
         changes = {f"data.{role}_column": adapted[role] for role in ("text", "label") if adapted.get(role) != wanted.get(role)}
         if changes:
             config = apply_overrides(config, changes, source="command line")

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ftkit.cli import options as o
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, closest
+
+AGGREGATIONS = ("simple", "first", "average", "max")
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder (--output-dir of finetune) or a model folder.", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Examples per forward pass.")]
@@ -22,19 +24,28 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Also list the K most likely labels.")] = 1,
     text_column: o.TextColumnOpt = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
+    aggregation: Annotated[str, typer.Option("--aggregation", help="NER: how sub-tokens make entities: simple, first, average or max.")] = "first",
+    stride: Annotated[int, typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads.")] = 32,
 ) -> None:
-    """Predict each input text; JSONL {"text", "label", "score"} in input order, streamed.
+    """Predict each input; JSONL in input order, streamed: {"text", "label", "score"} for a
+    classifier, {"text", "entities": [...]} (or {"tokens", "tags"}) for NER.
 
     [dim]ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl
-    cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -[/dim]
+    cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -
+    ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple[/dim]
     """
     if batch_size <= 0 or top_k <= 0:
         raise FtkitError("--batch-size and --top-k must be positive integers")
+    if aggregation not in AGGREGATIONS:
+        raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
+    if stride < 0:
+        raise FtkitError("--stride must not be negative")
     from ftkit.artifacts import resolve_model_dir
-    from ftkit.predict import predict as run_predict
+    from ftkit.predict import PredictOptions, predict as run_predict
 
     model_dir, config = resolve_model_dir(run_dir)
-    count = run_predict(model_dir, config, input, output, batch_size, top_k, text_column, encoding)
+    options = PredictOptions(batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride)
+    count = run_predict(model_dir, config, input, output, text_column, encoding, options)
     if output is not None:
         typer.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -47,6 +58,7 @@ def evaluate(
     label_column: o.LabelColumnOpt = None,
     batch_size: BatchOpt = 64,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")] = "utf-8",
+    fmt: o.FormatOpt = "auto",
 ) -> None:
     """Metrics of a fine-tuned model on a labelled file: a table, and JSON with --output.
 
@@ -56,16 +68,10 @@ def evaluate(
         raise FtkitError("--batch-size must be a positive integer")
     from ftkit.artifacts import resolve_model_dir, write_json
     from ftkit.cli.tables import print_metrics
-    from ftkit.data import adapt_columns
     from ftkit.predict import evaluate as run_evaluate
 
     model_dir, config = resolve_model_dir(run_dir)
-    wanted = {"text": config.data.text_column if config else "text", "label": config.data.label_column if config else "label"}
-    explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
-    adapted, notes = adapt_columns(data, wanted, explicit, encoding)
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
-    result = run_evaluate(model_dir, config, data, text_column or adapted["text"], label_column or adapted["label"], batch_size, encoding)
+    result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
     print_metrics({"test": result})
     if output is not None:
         try:

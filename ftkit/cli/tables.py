@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ftkit.metrics import check_bars
 
-SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples")
+SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "entities")
 
 
 def print_metrics(results: dict[str, Any]) -> None:
@@ -22,10 +22,11 @@ def print_metrics(results: dict[str, Any]) -> None:
     keys = [k for k in SUMMARY_KEYS if any(k in results[s] for s in splits)]
     for key in keys:
         table.add_row(key, *[_fmt(results[s].get(key)) for s in splits])
-    classes = {name for s in splits for name in results[s].get("per_class", {})}
-    for name in sorted(classes):
-        for part in ("precision", "recall", "f1"):
-            table.add_row(f"{name} {part}", *[_fmt(results[s].get("per_class", {}).get(name, {}).get(part)) for s in splits])
+    for group in ("per_class", "per_type"):  # classes (classification), entity types (NER)
+        names = {name for s in splits for name in results[s].get(group, {})}
+        for name in sorted(names):
+            for part in ("precision", "recall", "f1"):
+                table.add_row(f"{name} {part}", *[_fmt(results[s].get(group, {}).get(name, {}).get(part)) for s in splits])
     console = Console()
     console.print(table)
     train = results.get("train")

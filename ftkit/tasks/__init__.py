@@ -2,14 +2,19 @@
 
 A family module provides:
   AUTO_MODEL, PIPELINE_TAG     the transformers Auto class and pipeline task it maps to
+  STRATIFY                     the column that carved splits are stratified by (or None)
+  META_KEYS                    batch keys gathered for metrics but never given to the model
+  PREFIX_SPACE                 whether byte-level BPE tokenizers need add_prefix_space
   columns(config)              role -> column name of the data it reads
+  normalizer(config)           None, or a function rewriting each raw record before reading
   check_model(model_config, name)
   prepare(splits, config, tokenizer, names=None) -> Prepared   labels + tokenized features
+  check_metric_keys(config, names)   the primary metric and bars exist, before training
   load_model(source, prepared, tokenizer)
   collator(tokenizer, pad_to_multiple_of)
   eval_outputs(model, batch) -> dict of tensors to gather across processes
-  compute_metrics(gathered, prepared) -> dict
-  predict(model, tokenizer, texts, options) -> list of output records
+  compute_metrics(gathered, prepared, split) -> dict
+  predictor(model, tokenizer, options) -> function from input records to output records
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ftkit.errors import FtkitError
 # Families with code; the recipe schema already accepts all four (see config.TASK_FAMILIES).
 FAMILY_MODULES = {
     "sequence-classification": "ftkit.tasks.classification",
+    "token-classification": "ftkit.tasks.tokens",
 }
 
 

@@ -15,6 +15,9 @@ from ftkit.models import check_family
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
 PIPELINE_TAG = "text-classification"
+STRATIFY = "label"  # carved splits keep the class balance
+META_KEYS: tuple[str, ...] = ()  # nothing beyond the model's inputs and labels
+PREFIX_SPACE = False
 
 
 @dataclass
@@ -29,6 +32,11 @@ class Prepared:
 def columns(config: RunConfig) -> dict[str, str | None]:
     d = config.data
     return {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column}
+
+
+def normalizer(config: RunConfig) -> None:
+    """Records are read as they are."""
+    return None
 
 
 def check_model(model_config: Any, name: str) -> None:
@@ -197,7 +205,7 @@ def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
     return {"logits": logits.float(), "labels": batch["labels"]}
 
 
-def compute_metrics(gathered: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
+def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
     """Metrics from the gathered logits of every example, computed once on the full set."""
     import torch.nn.functional as F
 
@@ -208,6 +216,11 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------- predict
+
+
+def predictor(model: Any, tokenizer: Any, options: Any):
+    """A function from input records ({"text"}) to output records ({"text", "label", "score"})."""
+    return lambda records: predict(model, tokenizer, [r["text"] for r in records], options.max_length, options.top_k)
 
 
 def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k: int = 1) -> list[dict[str, Any]]:

@@ -1,0 +1,331 @@
+"""Token classification: named entities (NER) and other per-word IOB tagging.
+
+Words are the unit everywhere: data holds one tag per word; the model sees sub-tokens, of
+which the first of each word carries the label (the rest -100, unless label_all_tokens);
+inputs longer than max_length are cut into overlapping windows (stride) for training,
+evaluation and prediction alike, and each word keeps the prediction of the window in which
+the model was most confident, so no word is lost at a cut. Metrics compare full word
+sequences with seqeval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftkit import metrics
+from ftkit.config import RunConfig
+from ftkit.data import Split
+from ftkit.errors import FtkitError
+from ftkit.models import check_family
+from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
+
+AUTO_MODEL = "AutoModelForTokenClassification"
+PIPELINE_TAG = "token-classification"
+STRATIFY = None  # carved splits are random (sentences have no single class)
+META_KEYS = ("word_index", "example_id")  # gathered for metrics, never given to the model
+PREFIX_SPACE = True  # byte-level BPE (GPT-2, RoBERTa) needs add_prefix_space for word input
+
+
+@dataclass
+class Prepared:
+    features: dict[str, Any]  # split -> datasets.Dataset of windows
+    names: list[str]  # tags in id order
+    gold: dict[str, list[list[str]]]  # split -> the full gold tag sequence of each example
+    mode: str = "default"
+    notes: list[str] = field(default_factory=list)
+
+
+def columns(config: RunConfig) -> dict[str, str | None]:
+    return {"text": config.data.text_column, "label": config.data.label_column}
+
+
+def check_model(model_config: Any, name: str) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+    check_family(model_config, MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES, "token classification", name)
+
+
+def normalizer(config: RunConfig):
+    """Records with {"text", "entities": [{start, end, label}]} become words + IOB2 tags."""
+    words_key, tags_key = config.data.text_column, config.data.label_column
+
+    def normalize(record: dict[str, Any], source: str, row: int) -> dict[str, Any]:
+        if words_key in record or "entities" not in record or not isinstance(record.get("text"), str):
+            return record
+        entities = record["entities"]
+        if not isinstance(entities, list):
+            raise FtkitError(f"{source}: line/row {row}: 'entities' must be a list of {{start, end, label}}")
+        words, tags, _ = spans_to_tags(record["text"], entities, source, row)
+        return {**record, words_key: words, tags_key: tags}
+
+    return normalize
+
+
+# ---------------------------------------------------------------------------------- features
+
+
+def _sequences(split: Split, split_name: str, labels: list[str] | None, repairs: Repairs, strict: bool) -> tuple[list[list[str]], list[list[str]], int]:
+    """(words, IOB2 tags) per example, checked; empty sentences dropped and counted."""
+    words_out, tags_out, empty = [], [], 0
+    for words, tags, row in zip(split.columns["text"], split.columns["label"], split.rows):
+        if not isinstance(words, (list, tuple)) or not isinstance(tags, (list, tuple)):
+            raise FtkitError(
+                f"{split.source}: line/row {row}: expected a list of words and a list of tags, got "
+                f"{type(words).__name__} and {type(tags).__name__} (check --text-column / --label-column)"
+            )
+        if len(words) != len(tags):
+            raise FtkitError(f"{split.source}: line/row {row}: {len(words)} words but {len(tags)} tags")
+        if not words:
+            empty += 1
+            continue
+        names = [_tag_name(t, labels, split.source, row) for t in tags]
+        tags_out.append(to_iob2(names, split.source, row, repairs, strict))
+        words_out.append([str(w) for w in words])
+    return words_out, tags_out, empty
+
+
+def _tag_name(tag: Any, labels: list[str] | None, source: str, row: int) -> str:
+    if isinstance(tag, bool) or tag is None:
+        raise FtkitError(f"{source}: line/row {row}: tag {tag!r} is neither a tag name nor an integer id")
+    if isinstance(tag, int):
+        if not labels or not 0 <= tag < len(labels):
+            raise FtkitError(
+                f"{source}: line/row {row}: integer tag {tag} needs the tag names in id order: "
+                "set data.labels (e.g. --set 'data.labels=[O, B-PER, I-PER]')"
+            )
+        return labels[tag]
+    return str(tag)
+
+
+def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
+    """Check and repair tags, fix the tag set from train, tokenize every split into windows."""
+    import datasets
+
+    repairs, notes = Repairs(), []
+    sequences = {}
+    for split_name, split in splits.items():
+        words, tags, empty = _sequences(split, split_name, config.data.labels, repairs, config.data.strict)
+        if empty:
+            notes.append(f"{split.source}: skipped {empty} empty sentence(s)")
+        if not words:
+            raise FtkitError(f"{split.source}: no sentences with words (check --text-column)")
+        sequences[split_name] = (words, tags, split.source)
+    if repairs.count:
+        notes.append(
+            f"repaired {repairs.count} tag(s) in {repairs.sequences} sentence(s) to IOB2 (an I- tag that opened an "
+            f"entity became B-; first at line/row {repairs.first_row}); pass --strict to refuse such data instead"
+        )
+    if names is None:
+        names = label_set({t for seq in sequences["train"][1] for t in seq}, config.data.labels)
+    tag_id = {t: i for i, t in enumerate(names)}
+    for split_name, (_, tags, source) in sequences.items():
+        unseen = sorted({t for seq in tags for t in seq} - set(tag_id))
+        if unseen:
+            raise FtkitError(
+                f"{source}: {split_name} has tag(s) the model does not know: {', '.join(unseen)}. "
+                f"Known tags: {', '.join(names)}. Fix the tags or add examples of them to train."
+            )
+    t = config.train
+    features = {}
+    for split_name, (words, tags, _) in sequences.items():
+        ids = [[tag_id[x] for x in seq] for seq in tags]
+        table = datasets.Dataset.from_dict({"words": words, "tags": ids, "example_id": list(range(len(words)))})
+        features[split_name] = table.map(
+            lambda batch: encode(tokenizer, batch["words"], batch["tags"], batch["example_id"], t.max_length, t.stride, t.label_all_tokens, names),
+            batched=True,
+            remove_columns=table.column_names,
+        )
+    return Prepared(features, names, {s: v[1] for s, v in sequences.items()}, config.metrics.mode, notes)
+
+
+def encode(tokenizer: Any, words: list[list[str]], tags: list[list[int]] | None, example_ids: list[int], max_length: int, stride: int, label_all_tokens: bool, names: list[str]) -> dict[str, list]:
+    """Windows of at most max_length tokens, overlapping by stride, with per-token labels.
+
+    word_index marks each word's first sub-token (-100 elsewhere): that is where its
+    prediction is read. With label_all_tokens, continuation sub-tokens also get the word's
+    tag (B-X becomes I-X), which inflates token counts but not entity-level metrics.
+    """
+    enc = tokenizer(
+        words, is_split_into_words=True, truncation=True, max_length=max_length, stride=stride,
+        return_overflowing_tokens=True, return_offsets_mapping=True,
+    )
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "word_index": [], "example_id": []}
+    if "token_type_ids" in enc:
+        out["token_type_ids"] = []
+    inside = {i: names.index("I-" + n[2:]) for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in names}
+    for w in range(len(enc["input_ids"])):
+        example = enc["overflow_to_sample_mapping"][w]
+        labels, word_index, previous = [], [], None
+        for word, (start, _) in zip(enc.word_ids(w), enc["offset_mapping"][w]):
+            # A word's first sub-token starts at offset 0 of the word (a window may open mid-word).
+            first = word is not None and word != previous and start == 0
+            if word is None:
+                labels.append(-100)
+            elif first:
+                labels.append(tags[example][word] if tags is not None else -100)
+            elif label_all_tokens and tags is not None:
+                tag = tags[example][word]
+                labels.append(inside.get(tag, tag))
+            else:
+                labels.append(-100)
+            word_index.append(word if first else -100)
+            previous = word
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in out:
+                out[key].append(enc[key][w])
+        out["labels"].append(labels)
+        out["word_index"].append(word_index)
+        out["example_id"].append(example_ids[example])
+    return out
+
+
+def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
+    """Pad input and labels (-100) like DataCollatorForTokenClassification, and word_index too."""
+    import torch
+    from transformers import DataCollatorForTokenClassification
+
+    base = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def collate(rows: list[dict]) -> dict:
+        word_index = [r["word_index"] for r in rows]
+        example_id = [r["example_id"] for r in rows]
+        batch = base([{k: v for k, v in r.items() if k not in META_KEYS} for r in rows])
+        width = batch["input_ids"].shape[1]
+        left = tokenizer.padding_side == "left"
+        batch["word_index"] = torch.tensor([([-100] * (width - len(w)) + w) if left else (w + [-100] * (width - len(w))) for w in word_index])
+        batch["example_id"] = torch.tensor(example_id)
+        return batch
+
+    return collate
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+def load_model(source: str, prepared: Prepared, tokenizer: Any) -> Any:
+    from transformers import AutoModelForTokenClassification
+
+    names = prepared.names
+    model = AutoModelForTokenClassification.from_pretrained(
+        source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        ignore_mismatched_sizes=True,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
+    logits = model(**{k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}).logits
+    return {"logits": logits.float(), "labels": batch["labels"], "word_index": batch["word_index"], "example_id": batch["example_id"]}
+
+
+def word_predictions(logits: Any, word_index: Any, example_id: Any) -> dict[tuple[int, int], tuple[float, int]]:
+    """(example, word) -> (confidence, tag id), keeping the most confident window per word."""
+    confidence, tag = logits.float().softmax(-1).max(-1)
+    rows, cols = (word_index >= 0).nonzero(as_tuple=True)
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for ex, word, conf, t in zip(example_id[rows].tolist(), word_index[rows, cols].tolist(), confidence[rows, cols].tolist(), tag[rows, cols].tolist()):
+        if (ex, word) not in best or conf > best[(ex, word)][0]:
+            best[(ex, word)] = (conf, t)
+    return best
+
+
+def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
+    """seqeval on full word sequences; a word no window scored counts as predicted 'O'."""
+    import torch.nn.functional as F
+
+    best = word_predictions(gathered["logits"], gathered["word_index"], gathered["example_id"])
+    gold = prepared.gold[split]
+    pred, unscored = [], 0
+    outside = prepared.names.index("O") if "O" in prepared.names else 0
+    for ex, tags in enumerate(gold):
+        row = []
+        for w in range(len(tags)):
+            hit = best.get((ex, w))
+            unscored += hit is None
+            row.append(prepared.names[hit[1] if hit else outside])
+        pred.append(row)
+    result = metrics.entities(gold, pred, prepared.mode)
+    labels = gathered["labels"]
+    mask = labels != -100
+    result["loss"] = float(F.cross_entropy(gathered["logits"][mask], labels[mask])) if mask.any() else float("nan")
+    result["words_unscored"] = unscored
+    return result
+
+
+def check_metric_keys(config: RunConfig, names: list[str]) -> None:
+    kinds = sorted({parse_tag(n)[1] for n in names if n != "O"})  # type: ignore[type-var]
+    sample = metrics.entities([[f"B-{k}" for k in kinds] or ["O"]], [[f"B-{k}" for k in kinds] or ["O"]])
+    sample["loss"] = 0.0
+    for key in [config.metrics.primary, *config.expect]:
+        if metrics.lookup(sample, key) is None:
+            raise FtkitError(
+                f"metric '{key}' is not reported for tags {names}. Metrics available: "
+                f"{', '.join(k for k in metrics.available(sample) if k not in ('samples', 'entities'))}. "
+                "Change metrics.primary / expect (--set)."
+            )
+
+
+# ---------------------------------------------------------------------------------- predict
+
+
+def predictor(model: Any, tokenizer: Any, options: Any):
+    """A function from input records to output records: {"text"} -> entities with character
+    offsets (transformers' token-classification pipeline, aggregated); {"tokens"} -> tags."""
+    import warnings
+
+    from transformers import pipeline
+
+    # Byte-level BPE and SentencePiece tokenizers make the pipeline guess word boundaries (from
+    # spaces); it says so once per call. That is the intended behaviour here, not news.
+    warnings.filterwarnings("ignore", message="Tokenizer does not support real words")
+    tokenizer.model_max_length = options.max_length  # the pipeline windows long texts at this size
+    ner = pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy=options.aggregation, stride=options.stride, device=model.device)
+    names = model.config.id2label
+
+    def run(records: list[dict]) -> list[dict]:
+        out: list[Any] = [None] * len(records)
+        texts = [(i, r["text"]) for i, r in enumerate(records) if "tokens" not in r]
+        if texts:
+            found = ner([t for _, t in texts], batch_size=options.batch_size)
+            for (i, text), entities in zip(texts, found):
+                spans = [_entity(text, e) for e in entities]
+                out[i] = {"text": text, "entities": [e for e in spans if e["word"]]}  # not bare spaces
+        words = [(i, [str(w) for w in r["tokens"]]) for i, r in enumerate(records) if "tokens" in r]
+        if words:
+            for (i, seq), tags in zip(words, predict_words(model, tokenizer, [s for _, s in words], options, names)):
+                out[i] = {"tokens": seq, "tags": tags}
+        return out
+
+    return run
+
+
+def _entity(text: str, entity: dict) -> dict:
+    """Pipeline entity -> plain JSON types, `word` as the exact (stripped) text it covers."""
+    start, end = int(entity["start"]), int(entity["end"])
+    while start < end and text[start].isspace():  # byte-level BPE offsets include the space
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return {"entity_group": entity["entity_group"], "word": text[start:end], "start": start, "end": end, "score": float(entity["score"])}
+
+
+def predict_words(model: Any, tokenizer: Any, words: list[list[str]], options: Any, names: dict) -> list[list[str]]:
+    """Tags for pre-tokenized input, windowed like evaluation."""
+    import torch
+
+    enc = encode(tokenizer, words, None, list(range(len(words))), options.max_length, options.stride, False, list(names.values()))
+    best: dict = {}
+    for start in range(0, len(enc["input_ids"]), options.batch_size):
+        chunk = slice(start, start + options.batch_size)
+        rows = [{k: enc[k][i] for k in enc if k not in ("labels",)} for i in range(len(enc["input_ids"]))[chunk]]
+        batch = collator(tokenizer, None)([{**r, "labels": [-100] * len(r["input_ids"])} for r in rows])
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = model(**{k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}).logits
+        for key, value in word_predictions(logits.cpu(), batch["word_index"].cpu(), batch["example_id"].cpu()).items():
+            if key not in best or value[0] > best[key][0]:
+                best[key] = value
+    outside = next((i for i, n in names.items() if n == "O"), 0)
+    return [[names[best.get((ex, w), (0.0, outside))[1]] for w in range(len(seq))] for ex, seq in enumerate(words)]
