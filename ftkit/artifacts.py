@@ -21,8 +21,14 @@ from typing import Any
 
 from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
+from ftkit.models import max_positions
 
 RUN_FILES = ("model", "metrics.json", "config.yaml", "log.jsonl")
+# pipeline task -> (example input, extra pipeline() arguments) for the model card
+USAGE = {
+    "text-classification": ("A gripping, beautifully shot film.", ""),
+    "token-classification": ("Angela Merkel met Emmanuel Macron in Paris.", ', aggregation_strategy="first"'),
+}
 
 
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
@@ -80,6 +86,9 @@ def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: 
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
+    limit = max_positions(model.config)
+    if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
+        tokenizer.model_max_length = limit
     tokenizer.save_pretrained(tmp)
     (tmp / "README.md").write_text(model_card(config, results, command, pipeline_tag), encoding="utf-8")
     final = out / "model"
@@ -108,9 +117,8 @@ def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str
     if d.dataset and not d.train:
         meta["datasets"] = [d.dataset]
     section = "test" if results.get("test") else "validation"
-    rows = [f"| {k} | {results[section][k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1", "loss") if k in results.get(section, {})]
-    per_class = results.get(section, {}).get("per_class", {})
-    class_rows = [f"| {name} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for name, v in per_class.items()]
+    scores = results.get(section, {})
+    rows = [f"| {k} | {scores[k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1", "loss") if k in scores]
     hp = {
         "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,
@@ -125,15 +133,19 @@ def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str
         f"- text column `{d.text_column}`, label column `{d.label_column}`", "",
         f"## Metrics ({section})", "", "| metric | value |", "| --- | --- |", *rows, "",
     ]
-    if class_rows:
-        lines += ["| class | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |", *class_rows, ""]
+    for group, title in (("per_class", "class"), ("per_type", "entity type")):  # classification / NER
+        if scores.get(group):
+            lines += [f"| {title} | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
+            lines += [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in scores[group].items()]
+            lines.append("")
+    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
     lines += [
         "## Hyper-parameters", "", *[f"- {k}: {v}" for k, v in hp.items() if v is not None], "",
         "## Reproduce", "", "```", command, "```", "",
         "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
         "## Use", "", "```python", "from transformers import pipeline", "",
-        f'classifier = pipeline("{pipeline_tag}", model="path/to/this/folder")',
-        'print(classifier("A gripping, beautifully shot film."))', "```", "",
+        f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})',
+        f"print(model({example!r}))", "```", "",
     ]
     return "\n".join(lines)
 

@@ -22,7 +22,8 @@ from ftkit.errors import FtkitError, closest
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 TEXT_SUFFIXES = (".txt",)
 CONLL_SUFFIXES = (".conll", ".iob")  # token per line, tag last; also .txt with --format conll
-Normalize = Callable[[dict[str, Any], str, int], dict[str, Any]]
+# A task family's rewrite of each raw record (record, source, row) -> (record, note or None).
+Normalize = Callable[[dict[str, Any], str, int], tuple[dict[str, Any], str | None]]
 
 
 @dataclass
@@ -62,7 +63,7 @@ def data_suffixes(fmt: str = "auto") -> tuple[str, ...]:
 def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line or row number, record) from a data file, or text lines from '-' (stdin).
 
-    CoNLL files (.conll, .iob, or any with fmt='conll') yield one record per sentence,
+    CoNLL files (.conll, .iob, or .txt with fmt='conll') yield one record per sentence,
     {"tokens": [...], "ner_tags": [...]}, numbered by the line of its first token.
     """
     if str(path) == "-":
@@ -72,7 +73,8 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
     path = Path(path)
     check_readable(path, TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
     suffix = path.suffix.lower()
-    conll = suffix in CONLL_SUFFIXES or fmt == "conll"
+    # --format conll is about .txt files: a .jsonl/.csv beside them keeps its own format
+    conll = suffix in CONLL_SUFFIXES or (fmt == "conll" and suffix in TEXT_SUFFIXES)
     if suffix == ".parquet":
         yield from _parquet_records(path)
         return
@@ -200,12 +202,16 @@ def read_columns(
     role is not used. A missing column is an error that lists the columns the file has.
     `normalize` lets a task family rewrite each record first (e.g. character spans -> tags).
     """
+    from collections import Counter
+
     wanted = {role: name for role, name in columns.items() if name}
     out: dict[str, list[Any]] = {role: [] for role in wanted}
     rows: list[int] = []
+    notes: Counter[str] = Counter()
     for n, record in iter_records(path, encoding, fmt):
         if normalize is not None:
-            record = normalize(record, str(path), n)
+            record, note = normalize(record, str(path), n)
+            notes.update([note] if note else [])
         for role, name in wanted.items():
             if name not in record:
                 raise FtkitError(_missing_column(path, n, role, name, list(record)))
@@ -213,7 +219,7 @@ def read_columns(
         rows.append(n)
     if not rows:
         raise FtkitError(f"{path}: the file is empty (no records)")
-    return Split(out, rows, str(path))
+    return Split(out, rows, str(path), [f"{path}: {count} record(s): {note}" for note, count in notes.items()])
 
 
 def _missing_column(path: Path | str, n: int | None, role: str, name: str, present: list[str]) -> str:
@@ -335,24 +341,27 @@ def carve(split: Split, fraction: float, seed: int, stratify: str | None) -> tup
 
 
 def adapt_columns(
-    path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8", fmt: str = "auto", normalize: Normalize | None = None
+    path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8", fmt: str = "auto",
+    normalize: Normalize | None = None, conventional: dict[str, str] | None = None,
 ) -> tuple[dict[str, str | None], list[str]]:
     """Fit a recipe's column names to a local file.
 
     A recipe names its Hub dataset's columns (SST-2 calls the text 'sentence'); a local file
-    usually says 'text' and 'label'. When a configured column is missing but the conventional
-    one is present, use it and say so; a column given explicitly on the command line is kept
-    (and fails later with the list of columns present).
+    usually says 'text' and 'label' (`conventional`, per role; NER: 'tokens', 'ner_tags').
+    When a configured column is missing but the conventional one is present, use it and say so;
+    a column given explicitly on the command line is kept (and fails later with the list of
+    columns present).
     """
+    conventional = conventional or {"text": "text", "label": "label"}
     check_readable(path, data_suffixes(fmt))
     first = next(iter_records(path, encoding, fmt), None)
     if first is None:
         return wanted, []
-    record = normalize(first[1], str(path), first[0]) if normalize else first[1]
+    record = normalize(first[1], str(path), first[0])[0] if normalize else first[1]
     out, notes = dict(wanted), []
-    for role in ("text", "label"):
+    for role, usual in conventional.items():
         name = wanted.get(role)
-        if name and name not in record and role not in explicit and role in record:
-            out[role] = role
-            notes.append(f"{path} has no column '{name}'; using its '{role}' column (--{role}-column to choose)")
+        if name and name not in record and role not in explicit and usual in record:
+            out[role] = usual
+            notes.append(f"{path} has no column '{name}'; using its '{usual}' column (--{role}-column to choose)")
     return out, notes

@@ -33,7 +33,7 @@ class PredictOptions:
     top_k: int = 1  # classification: also list the K most likely labels
     max_length: int = 512
     aggregation: str = "first"  # token classification: pipeline aggregation strategy
-    stride: int = 32  # token classification: overlap of windows over long inputs
+    stride: int | None = None  # token classification: overlap of windows over long inputs; None: the run's
 
 
 def family_of(model_config: Any, run_config: RunConfig | None) -> str:
@@ -112,6 +112,8 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
     """Write one JSON line per input record (to `output`, else stdout); return the count."""
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
+    if options.stride is None and run_config is not None:  # windows overlap as in training
+        options.stride = run_config.train.stride
     run = task.predictor(model, tokenizer, options)
     records = records_from(input_path, text_column, run_config, encoding)
     if output is None:
@@ -168,6 +170,7 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     base = run_config or Config(
         name="evaluate", task=family_of(model.config, None), model=str(model_dir),
         train=TrainConfig(max_length=default_max_length(model, tokenizer)),
+        data=DataConfig(text_column=task.CONVENTIONAL_COLUMNS["text"], label_column=task.CONVENTIONAL_COLUMNS["label"]),
     )
     data = base.data
     config = Config(
@@ -179,10 +182,12 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     )
     wanted = task.columns(config)
     explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
-    adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config))
+    adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config), task.CONVENTIONAL_COLUMNS)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     split = read_columns(data_path, adapted, encoding, fmt, task.normalizer(config))
+    for note in split.notes:
+        print(f"note: {note}", file=sys.stderr)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     prepared = task.prepare({"test": split}, config, tokenizer, names=names)
     accelerator = Accelerator()

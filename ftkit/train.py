@@ -53,8 +53,9 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     if limit and t.max_length > limit:
         raise FtkitError(f"--max-length {t.max_length} is beyond what '{config.model}' can read ({limit} tokens); use <= {limit}")
     splits = load_splits(config.data, task.columns(config), t.seed, task.STRATIFY, task.normalizer(config))
-    for note in splits["train"].notes:
-        reporter.note(note)
+    for split in splits.values():
+        for note in split.notes:
+            reporter.note(note)
     tokenizer = load_tokenizer(config.model, task.PREFIX_SPACE)
 
     precision = resolve_precision(t.mixed_precision)

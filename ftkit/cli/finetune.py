@@ -95,7 +95,9 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
 
         task = get_task(config.task)
         wanted = task.columns(config)
-        adapted, notes = adapt_columns(Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config))
+        adapted, notes = adapt_columns(
+            Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config), task.CONVENTIONAL_COLUMNS
+        )
         changes = {f"data.{role}_column": adapted[role] for role in ("text", "label") if adapted.get(role) != wanted.get(role)}
         if changes:
             config = apply_overrides(config, changes, source="command line")

@@ -25,7 +25,7 @@ def predict(
     text_column: o.TextColumnOpt = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
     aggregation: Annotated[str, typer.Option("--aggregation", help="NER: how sub-tokens make entities: simple, first, average or max.")] = "first",
-    stride: Annotated[int, typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads.")] = 32,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads \\[default: the run's train.stride].", show_default=False)] = None,
 ) -> None:
     """Predict each input; JSONL in input order, streamed: {"text", "label", "score"} for a
     classifier, {"text", "entities": [...]} (or {"tokens", "tags"}) for NER.
@@ -38,7 +38,7 @@ def predict(
         raise FtkitError("--batch-size and --top-k must be positive integers")
     if aggregation not in AGGREGATIONS:
         raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
-    if stride < 0:
+    if stride is not None and stride < 0:
         raise FtkitError("--stride must not be negative")
     from ftkit.artifacts import resolve_model_dir
     from ftkit.predict import PredictOptions, predict as run_predict

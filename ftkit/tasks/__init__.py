@@ -5,6 +5,7 @@ A family module provides:
   STRATIFY                     the column that carved splits are stratified by (or None)
   META_KEYS                    batch keys gathered for metrics but never given to the model
   PREFIX_SPACE                 whether byte-level BPE tokenizers need add_prefix_space
+  CONVENTIONAL_COLUMNS         role -> the column name local files usually use
   columns(config)              role -> column name of the data it reads
   normalizer(config)           None, or a function rewriting each raw record before reading
   check_model(model_config, name)

@@ -18,6 +18,7 @@ PIPELINE_TAG = "text-classification"
 STRATIFY = "label"  # carved splits keep the class balance
 META_KEYS: tuple[str, ...] = ()  # nothing beyond the model's inputs and labels
 PREFIX_SPACE = False
+CONVENTIONAL_COLUMNS = {"text": "text", "label": "label"}  # what local files usually call them
 
 
 @dataclass

@@ -56,9 +56,10 @@ def to_iob2(tags: list[str], source: str, row: int, repairs: Repairs, strict: bo
                     f"{source}: line/row {row}: tag {tag!r} at token {i + 1} continues no entity (IOB1 or a "
                     "broken sequence); fix it, or drop --strict to repair such tags to IOB2 with a warning"
                 )
-            tag, changed = f"B-{kind}", True
+            prefix, changed = "B", True
             repairs.count += 1
-        out.append(tag)
+        # 'B_PER' is read as 'B-PER': one spelling, or the same tag would count as two labels
+        out.append(tag if kind is None else f"{prefix}-{kind}")
         prev_type = kind
     if changed:
         repairs.sequences += 1

@@ -25,6 +25,7 @@ PIPELINE_TAG = "token-classification"
 STRATIFY = None  # carved splits are random (sentences have no single class)
 META_KEYS = ("word_index", "example_id")  # gathered for metrics, never given to the model
 PREFIX_SPACE = True  # byte-level BPE (GPT-2, RoBERTa) needs add_prefix_space for word input
+CONVENTIONAL_COLUMNS = {"text": "tokens", "label": "ner_tags"}  # CoNLL files and the Hub say so
 
 
 @dataclass
@@ -50,14 +51,15 @@ def normalizer(config: RunConfig):
     """Records with {"text", "entities": [{start, end, label}]} become words + IOB2 tags."""
     words_key, tags_key = config.data.text_column, config.data.label_column
 
-    def normalize(record: dict[str, Any], source: str, row: int) -> dict[str, Any]:
+    def normalize(record: dict[str, Any], source: str, row: int) -> tuple[dict[str, Any], str | None]:
         if words_key in record or "entities" not in record or not isinstance(record.get("text"), str):
-            return record
+            return record, None
         entities = record["entities"]
         if not isinstance(entities, list):
             raise FtkitError(f"{source}: line/row {row}: 'entities' must be a list of {{start, end, label}}")
-        words, tags, _ = spans_to_tags(record["text"], entities, source, row)
-        return {**record, words_key: words, tags_key: tags}
+        words, tags, misaligned = spans_to_tags(record["text"], entities, source, row)
+        note = "entity span(s) cut a word; the whole word was tagged" if misaligned else None
+        return {**record, words_key: words, tags_key: tags}, note
 
     return normalize
 
@@ -276,6 +278,11 @@ def predictor(model: Any, tokenizer: Any, options: Any):
     import warnings
 
     from transformers import pipeline
+
+    if options.stride is None:  # a bare model folder: a quarter window (a fixed 32 may not fit)
+        options.stride = min(32, options.max_length // 4)
+    if options.stride >= options.max_length // 2:
+        raise FtkitError(f"--stride {options.stride} must be below half of the {options.max_length}-token window; use --stride {options.max_length // 4}")
 
     # Byte-level BPE and SentencePiece tokenizers make the pipeline guess word boundaries (from
     # spaces); it says so once per call. That is the intended behaviour here, not news.
