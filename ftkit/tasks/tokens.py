@@ -323,12 +323,11 @@ def predict_words(model: Any, tokenizer: Any, words: list[list[str]], options: A
     import torch
 
     enc = encode(tokenizer, words, None, list(range(len(words))), options.max_length, options.stride, False, list(names.values()))
+    collate = collator(tokenizer, None)
+    windows = [{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))]  # labels are all -100
     best: dict = {}
-    for start in range(0, len(enc["input_ids"]), options.batch_size):
-        chunk = slice(start, start + options.batch_size)
-        rows = [{k: enc[k][i] for k in enc if k not in ("labels",)} for i in range(len(enc["input_ids"]))[chunk]]
-        batch = collator(tokenizer, None)([{**r, "labels": [-100] * len(r["input_ids"])} for r in rows])
-        batch = {k: v.to(model.device) for k, v in batch.items()}
+    for start in range(0, len(windows), options.batch_size):
+        batch = {k: v.to(model.device) for k, v in collate(windows[start : start + options.batch_size]).items()}
         with torch.inference_mode():
             logits = model(**{k: v for k, v in batch.items() if k not in META_KEYS and k != "labels"}).logits
         for key, value in word_predictions(logits.cpu(), batch["word_index"].cpu(), batch["example_id"].cpu()).items():
