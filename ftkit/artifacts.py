@@ -118,7 +118,7 @@ def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str
         meta["datasets"] = [d.dataset]
     section = "test" if results.get("test") else "validation"
     scores = results.get(section, {})
-    rows = [f"| {k} | {scores[k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1", "loss") if k in scores]
+    rows = [f"| {k} | {v:.4f} |" for k, v in scores.items() if isinstance(v, float)]
     hp = {
         "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,

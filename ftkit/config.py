@@ -41,7 +41,8 @@ class DataConfig:
     text_pair_column: str | None = None  # second text for pair tasks (NLI, paraphrase)
     label_column: str = "label"  # token classification: the column with one IOB tag per word
     labels: list[str] | None = None  # class (or NER tag) names in id order; integer labels index into it
-    format: Literal["auto", "conll"] = "auto"  # conll: read .txt files as CoNLL (token ... tag per line)
+    # .txt data files: conll = token ... tag per line (NER); text = documents separated by blank lines
+    format: Literal["auto", "conll", "text"] = "auto"
     strict: bool = False  # refuse malformed input (IOB1 / broken tag sequences) instead of repairing it
     target_column: str | None = None  # seq2seq: the column holding the reference output
     source_lang: str | None = None  # translation: keys inside a {"translation": {...}} column
@@ -65,10 +66,12 @@ class TrainConfig:
     warmup_ratio: float = 0.1  # fraction of optimizer steps with linearly rising LR
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0  # 0 disables clipping
-    max_length: int = 128  # tokens per example; longer inputs are truncated
+    max_length: int = 128  # tokens per example; longer inputs are truncated (causal LM: block size)
+    max_target_length: int = 128  # seq2seq: tokens of the reference output kept for training
     seed: int = 42
     mixed_precision: MixedPrecision = "auto"  # auto: bf16 on GPUs that support it, else no
     eval_steps: int | None = None  # null: evaluate at each epoch end
+    eval_max_samples: int | None = None  # validation rows scored during training (generation is slow); test uses all
     stride: int = 32  # tokens shared by the overlapping windows over inputs longer than max_length
     label_all_tokens: bool = False  # token classification: label every sub-token, not just the first
     logging_steps: int = 10
@@ -311,6 +314,7 @@ def check(config: RunConfig) -> None:
     positive = {
         "train.batch_size": t.batch_size,
         "train.max_length": t.max_length,
+        "train.max_target_length": t.max_target_length,
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
         "train.logging_steps": t.logging_steps,
         "generation.num_beams": config.generation.num_beams,
@@ -320,6 +324,7 @@ def check(config: RunConfig) -> None:
         "train.max_steps": t.max_steps,
         "train.eval_batch_size": t.eval_batch_size,
         "train.eval_steps": t.eval_steps,
+        "train.eval_max_samples": t.eval_max_samples,
         "data.max_train_samples": d.max_train_samples,
         "data.max_eval_samples": d.max_eval_samples,
     }
@@ -328,8 +333,11 @@ def check(config: RunConfig) -> None:
             raise FtkitError(f"'{key}' must be a positive integer, got {value}")
     if t.epochs <= 0 and t.max_steps is None:
         raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps)")
-    if not 0 <= t.stride < t.max_length // 2:
-        raise FtkitError(f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}")
+    if config.task == "token-classification" and not 0 <= t.stride < t.max_length // 2:
+        raise FtkitError(
+            f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}: "
+            f"windows of {t.max_length} tokens overlap by stride (e.g. --set train.stride={t.max_length // 4})"
+        )
     if t.learning_rate <= 0:
         raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}")
     for key, value in {

@@ -56,8 +56,8 @@ def check_readable(path: Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> No
 
 
 def data_suffixes(fmt: str = "auto") -> tuple[str, ...]:
-    """Extensions a labelled data file may have; .txt is CoNLL only when asked for."""
-    return TABLE_SUFFIXES + CONLL_SUFFIXES + (TEXT_SUFFIXES if fmt == "conll" else ())
+    """Extensions a data file may have; .txt only with a format that says how to read it."""
+    return TABLE_SUFFIXES + CONLL_SUFFIXES + (TEXT_SUFFIXES if fmt in ("conll", "text") else ())
 
 
 def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any]]]:
@@ -84,6 +84,8 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
         with open(path, encoding=codec, newline="") as handle:
             if conll:
                 yield from _conll_records(path, handle)
+            elif fmt == "text" and suffix in TEXT_SUFFIXES:
+                yield from _paragraph_records(handle)
             elif suffix in (".csv", ".tsv"):
                 yield from _csv_records(path, handle, "\t" if suffix == ".tsv" else ",")
             elif suffix in (".json", ".jsonl"):
@@ -121,6 +123,44 @@ def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[
             yield reader.line_num, dict(zip(header, row))
     except csv.Error as err:
         raise FtkitError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _paragraph_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
+    """Documents separated by blank lines -> {"text"} each, numbered by its first line."""
+    lines: list[str] = []
+    first = 0
+    for n, line in enumerate(handle, start=1):
+        if line.strip():
+            first = first if lines else n
+            lines.append(line.rstrip("\r\n"))
+        elif lines:
+            yield first, {"text": "\n".join(lines)}
+            lines = []
+    if lines:
+        yield first, {"text": "\n".join(lines)}
+
+
+def aligned_pair(spec: str) -> tuple[Path, Path] | None:
+    """'src.txt:tgt.txt' -> the two paths (translation as two line-aligned plain-text files)."""
+    if ":" not in spec or Path(spec).exists():
+        return None
+    source, _, target = spec.partition(":")
+    return Path(source), Path(target)
+
+
+def _aligned_records(source: Path, target: Path, encoding: str) -> Iterator[tuple[int, dict]]:
+    """Line n of the source file with line n of the target file, as {"source", "target"}."""
+    for path in (source, target):
+        check_readable(path, TEXT_SUFFIXES)
+    left = list(iter_records(source, encoding))
+    right = list(iter_records(target, encoding))
+    if len(left) != len(right):
+        raise FtkitError(
+            f"{source} has {len(left)} lines but {target} has {len(right)}: aligned files need one "
+            "translation per line, in the same order (look for a stray or missing line)"
+        )
+    for (n, a), (_, b) in zip(left, right):
+        yield n, {"source": a["text"], "target": b["text"]}
 
 
 def _conll_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
@@ -208,7 +248,9 @@ def read_columns(
     out: dict[str, list[Any]] = {role: [] for role in wanted}
     rows: list[int] = []
     notes: Counter[str] = Counter()
-    for n, record in iter_records(path, encoding, fmt):
+    pair = aligned_pair(str(path))
+    records = _aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt)
+    for n, record in records:
         if normalize is not None:
             record, note = normalize(record, str(path), n)
             notes.update([note] if note else [])
@@ -231,24 +273,35 @@ def _missing_column(path: Path | str, n: int | None, role: str, name: str, prese
     )
 
 
-def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None]) -> Split:
+def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None], normalize: Normalize | None = None) -> Split:
     """Read one split of the Hub dataset into column lists; class ids become their names."""
     dataset = load_hub_dataset(data.dataset, data.dataset_config, split)
     wanted = {role: name for role, name in columns.items() if name}
-    out: dict[str, list[Any]] = {}
     source = f"Hub dataset {data.dataset} [{split}]"
-    for role, name in wanted.items():
-        if name not in dataset.column_names:
-            raise FtkitError(_missing_column(source, None, role, name, dataset.column_names))
-        values = dataset[name]
-        feature = dataset.features[name]
-        if hasattr(feature, "int2str"):  # a ClassLabel: keep names, not ids (-1 = hidden label)
-            values = [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
-        elif hasattr(getattr(feature, "feature", None), "int2str"):  # a sequence of ClassLabel (NER tags)
-            names = feature.feature.names
-            values = [[names[i] for i in seq] if seq is not None else None for seq in values]
-        out[role] = list(values)
-    return Split(out, list(range(1, len(dataset) + 1)), source)
+    rows = list(range(1, len(dataset) + 1))
+    if all(name in dataset.column_names for name in wanted.values()):  # the fast path: whole columns
+        return Split({role: _class_names(dataset.features[name], dataset[name]) for role, name in wanted.items()}, rows, source)
+    if normalize is None:
+        role, name = next((r, n) for r, n in wanted.items() if n not in dataset.column_names)
+        raise FtkitError(_missing_column(source, None, role, name, dataset.column_names))
+    out: dict[str, list[Any]] = {role: [] for role in wanted}
+    for n, row in enumerate(dataset, start=1):  # rows need rewriting (e.g. {"translation": {...}})
+        record = normalize(row, source, n)[0]
+        for role, name in wanted.items():
+            if name not in record:
+                raise FtkitError(_missing_column(source, n, role, name, list(record)))
+            out[role].append(record[name])
+    return Split(out, rows, source)
+
+
+def _class_names(feature: Any, values: list[Any]) -> list[Any]:
+    """ClassLabel ids -> names (-1, a hidden label, -> None); sequences of them likewise."""
+    if hasattr(feature, "int2str"):
+        return [feature.int2str(v) if v is not None and v >= 0 else None for v in values]
+    if hasattr(getattr(feature, "feature", None), "int2str"):  # NER tags: a list of ClassLabel
+        names = feature.feature.names
+        return [[names[i] for i in seq] if seq is not None else None for seq in values]
+    return list(values)
 
 
 def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
@@ -291,13 +344,14 @@ def load_splits(
         if "train" not in local:
             raise FtkitError("--validation/--test given without --train: pass the training file too")
         for split, file in local.items():
-            check_readable(Path(file), data_suffixes(data.format))
+            if not aligned_pair(file):
+                check_readable(Path(file), data_suffixes(data.format))
         for split, file in local.items():
             splits[split] = read_columns(Path(file), columns, data.encoding, data.format, normalize)
     elif data.dataset:
         for split, hub_split in (("train", data.train_split), ("validation", data.validation_split), ("test", data.test_split)):
             if hub_split:
-                splits[split] = hub_columns(data, hub_split, columns)
+                splits[split] = hub_columns(data, hub_split, columns, normalize)
     else:
         raise FtkitError("no data: pass --train FILE (and --validation/--test), or --dataset HUB_ID")
     remaining = 1.0  # fractions are of the original train set, whatever was carved before
@@ -353,8 +407,10 @@ def adapt_columns(
     columns present).
     """
     conventional = conventional or {"text": "text", "label": "label"}
-    check_readable(path, data_suffixes(fmt))
-    first = next(iter_records(path, encoding, fmt), None)
+    pair = aligned_pair(str(path))
+    if not pair:
+        check_readable(path, data_suffixes(fmt))
+    first = next(_aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt), None)
     if first is None:
         return wanted, []
     record = normalize(first[1], str(path), first[0])[0] if normalize else first[1]
@@ -363,5 +419,6 @@ def adapt_columns(
         name = wanted.get(role)
         if name and name not in record and role not in explicit and usual in record:
             out[role] = usual
-            notes.append(f"{path} has no column '{name}'; using its '{usual}' column (--{role}-column to choose)")
+            flag = f"--{role}-column" if role in ("text", "label") else f"--set data.{role}_column=NAME"
+            notes.append(f"{path} has no column '{name}'; using its '{usual}' column ({flag} to choose)")
     return out, notes

@@ -70,6 +70,34 @@ def entities(gold: list[list[str]], pred: list[list[str]], mode: str = "default"
     }
 
 
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-1/2/L/Lsum F-measures (rouge-score, Porter stemming), averaged over examples.
+
+    ROUGE-Lsum splits both texts into sentences at newlines, as the CNN/DailyMail references
+    are written; a one-line summary is one sentence.
+    """
+    from rouge_score import rouge_scorer
+
+    keys = ["rouge1", "rouge2", "rougeL", "rougeLsum"]
+    scorer = rouge_scorer.RougeScorer(keys, use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(reference, prediction)
+        for key in keys:
+            totals[key] += scores[key].fmeasure
+    return {key: totals[key] / max(len(predictions), 1) for key in keys}
+
+
+def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus sacreBLEU and chrF (default tokenization), on the 0-100 scale sacreBLEU reports."""
+    import sacrebleu
+
+    return {
+        "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
+    }
+
+
 def lookup(metrics: dict[str, Any], key: str) -> float | None:
     """metrics['per_class']['spam']['f1'] for 'per_class.spam.f1'; keys may contain dots."""
     if key in metrics:

@@ -22,7 +22,14 @@ from ftkit.models import quiet_transformers
 from ftkit.tasks import FAMILY_MODULES, get_task
 
 CHUNK_BATCHES = 16  # batches per sorted chunk: bounds memory, keeps padding low
-ARCHITECTURE_FAMILIES = {"ForSequenceClassification": "sequence-classification", "ForTokenClassification": "token-classification"}
+ARCHITECTURE_FAMILIES = {
+    "ForSequenceClassification": "sequence-classification",
+    "ForTokenClassification": "token-classification",
+    "ForConditionalGeneration": "seq2seq",
+    "MTModel": "seq2seq",  # MarianMTModel
+    "ForCausalLM": "causal-lm",
+    "LMHeadModel": "causal-lm",  # GPT2LMHeadModel
+}
 
 
 @dataclass
@@ -33,7 +40,22 @@ class PredictOptions:
     top_k: int = 1  # classification: also list the K most likely labels
     max_length: int = 512
     aggregation: str = "first"  # token classification: pipeline aggregation strategy
+    pipeline_tag: str = ""  # seq2seq: summarization or translation (names the output key)
+    prefix: str = ""  # seq2seq: the run's input prefix (T5 task prefixes)
+    max_new_tokens: int | None = None  # generation flags; None keeps the model's generation_config
+    num_beams: int | None = None
+    temperature: float | None = None  # given: sample with this temperature
+    top_p: float | None = None  # given: sample from the top-p nucleus
     stride: int | None = None  # token classification: overlap of windows over long inputs; None: the run's
+
+
+    def generation_overrides(self) -> dict[str, Any]:
+        """generate() arguments the command line set; sampling when temperature or top_p is set."""
+        out: dict[str, Any] = {k: v for k, v in (("max_new_tokens", self.max_new_tokens), ("num_beams", self.num_beams)) if v is not None}
+        if self.temperature is not None or self.top_p is not None:
+            out["do_sample"] = True
+            out.update({k: v for k, v in (("temperature", self.temperature), ("top_p", self.top_p)) if v is not None})
+        return out
 
 
 def family_of(model_config: Any, run_config: RunConfig | None) -> str:
@@ -112,8 +134,11 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
     """Write one JSON line per input record (to `output`, else stdout); return the count."""
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
-    if options.stride is None and run_config is not None:  # windows overlap as in training
-        options.stride = run_config.train.stride
+    if run_config is not None:
+        options.prefix = run_config.data.prefix
+        options.pipeline_tag = task.pipeline_tag(run_config)
+        if options.stride is None:  # windows overlap as in training
+            options.stride = run_config.train.stride
     run = task.predictor(model, tokenizer, options)
     records = records_from(input_path, text_column, run_config, encoding)
     if output is None:

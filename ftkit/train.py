@@ -67,14 +67,19 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     task.check_metric_keys(config, prepared.names)
     for note in prepared.notes:
         reporter.note(note)
-    model = task.load_model(source, prepared, tokenizer)
+    model = task.load_model(source, prepared, tokenizer, config)
 
     # Tensor cores want lengths that are multiples of 8 under mixed precision.
     collate = task.collator(tokenizer, 8 if precision != "no" else None)
     shuffle = torch.Generator().manual_seed(t.seed)
     train_dl = DataLoader(prepared.features["train"], batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=shuffle)
     eval_size = t.eval_batch_size or 2 * t.batch_size
-    eval_dls = {s: DataLoader(prepared.features[s], batch_size=eval_size, collate_fn=collate) for s in ("validation", "test") if s in prepared.features}
+    eval_features = {s: prepared.features[s] for s in ("validation", "test") if s in prepared.features}
+    if t.eval_max_samples and len(eval_features["validation"]) > t.eval_max_samples:
+        # Generation is slow: score the first rows while training; the test split uses every row.
+        eval_features["validation"] = eval_features["validation"].select(range(t.eval_max_samples))
+        reporter.note(f"validation during training: the first {t.eval_max_samples} rows (train.eval_max_samples)")
+    eval_dls = {s: DataLoader(f, batch_size=eval_size, collate_fn=collate) for s, f in eval_features.items()}
     train_dl, *eval_list = accelerator.prepare(train_dl, *eval_dls.values())
     eval_dls = dict(zip(eval_dls, eval_list))
 
@@ -185,7 +190,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
         log.write({"type": "eval", "split": "test", "step": step, **results["test"]})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.PIPELINE_TAG)
+        artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results

@@ -25,6 +25,7 @@ FLAG_KEYS = {
     "encoding": "data.encoding", "epochs": "train.epochs", "max_steps": "train.max_steps",
     "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
     "seed": "train.seed", "mixed_precision": "train.mixed_precision", "fmt": "data.format", "strict": "data.strict",
+    "source_lang": "data.source_lang", "target_lang": "data.target_lang",
 }
 
 
@@ -40,6 +41,8 @@ def finetune(
     encoding: o.EncodingOpt = None,
     fmt: Annotated[str | None, typer.Option("--format", help="auto, or conll to read .txt files as CoNLL (token ... tag per line).", rich_help_panel="Model and data")] = None,
     strict: o.StrictOpt = False,
+    source_lang: Annotated[str | None, typer.Option("--source-lang", help="Translation: source language key (e.g. en).", rich_help_panel="Model and data")] = None,
+    target_lang: Annotated[str | None, typer.Option("--target-lang", help="Translation: target language key (e.g. de).", rich_help_panel="Model and data")] = None,
     output_dir: o.OutputDirOpt = None,
     overwrite: o.OverwriteOpt = False,
     epochs: o.EpochsOpt = None,
@@ -83,7 +86,7 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
         value = args.get(flag)
         if value is not None and value is not False:  # an absent flag keeps the recipe's value
             # Saved config.yaml must rerun from anywhere: store data files as absolute paths.
-            overrides[key] = str(Path(value).resolve()) if isinstance(value, Path) else value
+            overrides[key] = _absolute(value) if isinstance(value, Path) else value
     if args.get("dataset") and not args.get("train"):
         overrides.update({"data.train": None, "data.validation": None, "data.test": None})
     overrides.update(parse_set(args.get("set_") or []))
@@ -98,10 +101,18 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
         adapted, notes = adapt_columns(
             Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config), task.CONVENTIONAL_COLUMNS
         )
-        changes = {f"data.{role}_column": adapted[role] for role in ("text", "label") if adapted.get(role) != wanted.get(role)}
+        changes = {f"data.{role}_column": adapted[role] for role in wanted if adapted.get(role) != wanted.get(role)}
         if changes:
             config = apply_overrides(config, changes, source="command line")
     return config, notes
+
+
+def _absolute(path: Path) -> str:
+    """Absolute path(s) of a data file, or of both sides of an aligned 'src.txt:tgt.txt' pair."""
+    from ftkit.data import aligned_pair
+
+    pair = aligned_pair(str(path))
+    return ":".join(str(p.resolve()) for p in pair) if pair else str(path.resolve())
 
 
 def run(args: dict[str, Any], check_expect: bool) -> None:

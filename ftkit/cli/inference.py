@@ -25,6 +25,11 @@ def predict(
     text_column: o.TextColumnOpt = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
     aggregation: Annotated[str, typer.Option("--aggregation", help="NER: how sub-tokens make entities: simple, first, average or max.")] = "first",
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Generation: tokens to generate \\[default: the run's].", rich_help_panel="Generation")] = None,
+    num_beams: Annotated[Optional[int], typer.Option("--num-beams", help="Generation: beam search width \\[default: the run's].", rich_help_panel="Generation")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Generation: sample with this temperature.", rich_help_panel="Generation")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Generation: sample from the top-p nucleus.", rich_help_panel="Generation")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Generation: seed for sampling (repeatable outputs).", rich_help_panel="Generation")] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads \\[default: the run's train.stride].", show_default=False)] = None,
 ) -> None:
     """Predict each input; JSONL in input order, streamed: {"text", "label", "score"} for a
@@ -44,7 +49,19 @@ def predict(
     from ftkit.predict import PredictOptions, predict as run_predict
 
     model_dir, config = resolve_model_dir(run_dir)
-    options = PredictOptions(batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride)
+    for flag, value in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams), ("--temperature", temperature), ("--top-p", top_p)):
+        if value is not None and value <= 0:
+            raise FtkitError(f"{flag} must be positive, got {value}")
+    if top_p is not None and top_p > 1:
+        raise FtkitError(f"--top-p must be in (0, 1], got {top_p}")
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    options = PredictOptions(
+        batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p,
+    )
     count = run_predict(model_dir, config, input, output, text_column, encoding, options)
     if output is not None:
         typer.echo(f"wrote {count} predictions to {output}", err=True)

@@ -19,7 +19,8 @@ def print_metrics(results: dict[str, Any]) -> None:
     table.add_column("metric")
     for split in splits:
         table.add_column(split, justify="right")
-    keys = [k for k in SUMMARY_KEYS if any(k in results[s] for s in splits)]
+    numeric = {k for s in splits for k, v in results[s].items() if isinstance(v, (int, float)) and k not in ("step", "epoch")}
+    keys = [k for k in SUMMARY_KEYS if k in numeric] + sorted(numeric - set(SUMMARY_KEYS))
     for key in keys:
         table.add_row(key, *[_fmt(results[s].get(key)) for s in splits])
     for group in ("per_class", "per_type"):  # classes (classification), entity types (NER)

@@ -1,7 +1,8 @@
 """Task families: one module each, all with the same functions (data, not subclasses).
 
 A family module provides:
-  AUTO_MODEL, PIPELINE_TAG     the transformers Auto class and pipeline task it maps to
+  AUTO_MODEL                   the transformers Auto class
+  pipeline_tag(config)         the pipeline() task the saved model serves
   STRATIFY                     the column that carved splits are stratified by (or None)
   META_KEYS                    batch keys gathered for metrics but never given to the model
   PREFIX_SPACE                 whether byte-level BPE tokenizers need add_prefix_space
@@ -11,7 +12,7 @@ A family module provides:
   check_model(model_config, name)
   prepare(splits, config, tokenizer, names=None) -> Prepared   labels + tokenized features
   check_metric_keys(config, names)   the primary metric and bars exist, before training
-  load_model(source, prepared, tokenizer)
+  load_model(source, prepared, tokenizer, config)
   collator(tokenizer, pad_to_multiple_of)
   eval_outputs(model, batch) -> dict of tensors to gather across processes
   compute_metrics(gathered, prepared, split) -> dict
@@ -29,6 +30,8 @@ from ftkit.errors import FtkitError
 FAMILY_MODULES = {
     "sequence-classification": "ftkit.tasks.classification",
     "token-classification": "ftkit.tasks.tokens",
+    "seq2seq": "ftkit.tasks.seq2seq",
+    "causal-lm": "ftkit.tasks.causal_lm",
 }
 
 

@@ -14,7 +14,6 @@ from ftkit.errors import FtkitError
 from ftkit.models import check_family
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
-PIPELINE_TAG = "text-classification"
 STRATIFY = "label"  # carved splits keep the class balance
 META_KEYS: tuple[str, ...] = ()  # nothing beyond the model's inputs and labels
 PREFIX_SPACE = False
@@ -28,6 +27,10 @@ class Prepared:
     features: dict[str, Any]  # split -> datasets.Dataset with input_ids, attention_mask, labels
     names: list[str]
     notes: list[str] = field(default_factory=list)
+
+
+def pipeline_tag(config: RunConfig) -> str:
+    return "text-classification"
 
 
 def columns(config: RunConfig) -> dict[str, str | None]:
@@ -177,7 +180,7 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
 # ---------------------------------------------------------------------------------- model
 
 
-def load_model(source: str, prepared: Prepared, tokenizer: Any) -> Any:
+def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     names = prepared.names

@@ -21,7 +21,6 @@ from ftkit.models import check_family
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
 
 AUTO_MODEL = "AutoModelForTokenClassification"
-PIPELINE_TAG = "token-classification"
 STRATIFY = None  # carved splits are random (sentences have no single class)
 META_KEYS = ("word_index", "example_id")  # gathered for metrics, never given to the model
 PREFIX_SPACE = True  # byte-level BPE (GPT-2, RoBERTa) needs add_prefix_space for word input
@@ -35,6 +34,10 @@ class Prepared:
     gold: dict[str, list[list[str]]]  # split -> the full gold tag sequence of each example
     mode: str = "default"
     notes: list[str] = field(default_factory=list)
+
+
+def pipeline_tag(config: RunConfig) -> str:
+    return "token-classification"
 
 
 def columns(config: RunConfig) -> dict[str, str | None]:
@@ -205,7 +208,7 @@ def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
 # ---------------------------------------------------------------------------------- model
 
 
-def load_model(source: str, prepared: Prepared, tokenizer: Any) -> Any:
+def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForTokenClassification
 
     names = prepared.names
@@ -238,10 +241,12 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     import torch.nn.functional as F
 
     best = word_predictions(gathered["logits"], gathered["word_index"], gathered["example_id"])
-    gold = prepared.gold[split]
+    # Only examples the loader served (train.eval_max_samples may score the first rows only).
+    served = sorted(set(gathered["example_id"].tolist()))
+    gold = [prepared.gold[split][ex] for ex in served]
     pred, unscored = [], 0
     outside = prepared.names.index("O") if "O" in prepared.names else 0
-    for ex, tags in enumerate(gold):
+    for ex, tags in zip(served, gold):
         row = []
         for w in range(len(tags)):
             hit = best.get((ex, w))

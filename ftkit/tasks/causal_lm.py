@@ -1,0 +1,144 @@
+"""Causal language modelling: continue text (GPT-2 family, and any AutoModelForCausalLM).
+
+Documents are tokenized, joined with the end-of-text token and cut into blocks of
+`train.max_length` tokens (the block size), as transformers' run_clm does: a block may span
+two documents, so no token is wasted on padding, and the EOS between them tells the model a
+new text starts. The last, shorter block is kept (padded, its padding ignored) so that
+perplexity = exp(total loss / total predicted tokens) covers every token of the split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftkit.config import RunConfig
+from ftkit.data import Split
+from ftkit.errors import FtkitError
+from ftkit.models import check_family
+
+AUTO_MODEL = "AutoModelForCausalLM"
+STRATIFY = None
+META_KEYS: tuple[str, ...] = ()
+PREFIX_SPACE = False
+CONVENTIONAL_COLUMNS = {"text": "text"}
+METRIC_KEYS = ("perplexity", "loss", "tokens")
+
+
+@dataclass
+class Prepared:
+    features: dict[str, Any]
+    names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def pipeline_tag(config: RunConfig) -> str:
+    return "text-generation"
+
+
+def columns(config: RunConfig) -> dict[str, str | None]:
+    return {"text": config.data.text_column}
+
+
+def normalizer(config: RunConfig) -> None:
+    return None
+
+
+def check_model(model_config: Any, name: str) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    check_family(model_config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language modelling", name)
+
+
+def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
+    """Tokenize each split's documents once and pack them into blocks."""
+    import datasets
+
+    block = config.train.max_length
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise FtkitError(f"'{config.model}': the tokenizer has no end-of-text token to separate documents")
+    features, notes = {}, []
+    for split_name, split in splits.items():
+        texts = [v for v in split.columns["text"] if isinstance(v, str) and v.strip()]
+        if len(texts) < len(split.columns["text"]):
+            notes.append(f"{split.source}: skipped {len(split.columns['text']) - len(texts)} empty document(s)")
+        if not texts:
+            raise FtkitError(f"{split.source}: no text (check --text-column)")
+        ids: list[int] = []
+        for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            ids += encoded + [eos]
+        blocks = [ids[i : i + block] for i in range(0, len(ids), block)]
+        features[split_name] = datasets.Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+    return Prepared(features, notes=notes)
+
+
+def check_metric_keys(config: RunConfig, names: list[str]) -> None:
+    for key in [config.metrics.primary, *config.expect]:
+        if key not in METRIC_KEYS:
+            raise FtkitError(f"metric '{key}' is not reported for language modelling. Metrics available: {', '.join(METRIC_KEYS)}.")
+
+
+def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    from ftkit.tasks.seq2seq import apply_generation
+
+    model = AutoModelForCausalLM.from_pretrained(source)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    apply_generation(model, config)
+    return model
+
+
+def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
+    """Blocks are full except the last: pad it (mask 0, labels -100)."""
+    import torch
+
+    def collate(rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        if pad_to_multiple_of:
+            width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
+        pad = tokenizer.pad_token_id
+        return {
+            "input_ids": torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]),
+            "labels": torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in rows]),
+        }
+
+    return collate
+
+
+def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
+    """Per-block sum and count of next-token losses: perplexity over all tokens, not batches."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    labels = batch["labels"][:, 1:]
+    token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    return {"loss_sum": token_loss.sum(-1), "tokens": (labels != -100).sum(-1)}
+
+
+def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
+    tokens = int(gathered["tokens"].sum())
+    loss = float(gathered["loss_sum"].sum()) / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": tokens, "samples": int(gathered["tokens"].numel())}
+
+
+def predictor(model: Any, tokenizer: Any, options: Any):
+    """{"text": prompt} -> {"text", "generated_text": prompt + continuation}, as the pipeline."""
+    import torch
+
+    tokenizer.padding_side = "left"  # batched generation continues from the last real token
+    overrides = options.generation_overrides()
+
+    def run(records: list[dict]) -> list[dict]:
+        prompts = [r["text"] for r in records]
+        encoded = tokenizer(prompts, max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            generated = model.generate(**encoded, pad_token_id=tokenizer.pad_token_id, **overrides)
+        continuations = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [{"text": p, "generated_text": p + c} for p, c in zip(prompts, continuations)]
+
+    return run

@@ -1,0 +1,199 @@
+"""Sequence to sequence: summarization and translation (T5, BART, Marian, mT5, ...).
+
+Labels are the target's token ids, padded with -100 per batch; the model shifts them into
+its decoder inputs itself. Evaluation generates with the recipe's `generation:` settings
+(stored in the model's generation_config, so pipeline() decodes the same way) and scores
+the decoded text against the raw references: ROUGE (rouge-score) for summaries, sacreBLEU
+and chrF for translations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftkit import metrics
+from ftkit.config import RunConfig
+from ftkit.data import Split
+from ftkit.errors import FtkitError
+from ftkit.models import check_family
+
+AUTO_MODEL = "AutoModelForSeq2SeqLM"
+STRATIFY = None
+META_KEYS = ("example_id",)
+PREFIX_SPACE = False
+CONVENTIONAL_COLUMNS = {"text": "document", "target": "summary"}
+OUTPUT_KEYS = {"summarization": "summary_text", "translation": "translation_text", "text2text-generation": "generated_text"}
+
+
+@dataclass
+class Prepared:
+    features: dict[str, Any]
+    tokenizer: Any
+    references: dict[str, list[str]]  # split -> the raw target text of each example
+    suite: str  # "rouge" or "bleu"
+    names: list[str] = field(default_factory=list)  # no classes; kept for the loop's checks
+    notes: list[str] = field(default_factory=list)
+
+
+def is_translation(config: RunConfig) -> bool:
+    return bool(config.data.source_lang and config.data.target_lang)
+
+
+def pipeline_tag(config: RunConfig) -> str:
+    return "translation" if is_translation(config) else "summarization"
+
+
+def suite(config: RunConfig) -> str:
+    return "bleu" if is_translation(config) else "rouge"
+
+
+def columns(config: RunConfig) -> dict[str, str | None]:
+    d = config.data
+    if is_translation(config):
+        return {"text": d.source_lang, "target": d.target_lang}
+    return {"text": d.text_column, "target": d.target_column}
+
+
+def normalizer(config: RunConfig):
+    """{"translation": {"en": ..., "es": ...}} rows are flattened to their language keys, and
+    aligned text-file pairs ({"source", "target"}) take the configured column names."""
+    wanted = columns(config)
+
+    def normalize(record: dict[str, Any], source: str, row: int) -> tuple[dict[str, Any], str | None]:
+        if isinstance(record.get("translation"), dict):
+            record = {**record, **record["translation"]}
+        if "source" in record and "target" in record and wanted["text"] not in record:
+            record = {**record, wanted["text"]: record["source"], wanted["target"]: record["target"]}
+        return record, None
+
+    return normalize
+
+
+def check_model(model_config: Any, name: str) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    check_family(model_config, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, "sequence to sequence generation", name)
+
+
+def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
+    """Drop rows with an empty source or target (counted), tokenize sources and targets once."""
+    import datasets
+
+    t, notes, features, references = config.train, [], {}, {}
+    for split_name, split in splits.items():
+        sources = [_text(v) for v in split.columns["text"]]
+        targets = [_text(v) for v in split.columns["target"]]
+        keep = [i for i in range(len(sources)) if sources[i].strip() and targets[i].strip()]
+        if len(keep) < len(sources):
+            notes.append(f"{split.source}: skipped {len(sources) - len(keep)} row(s) with an empty source or target")
+        if not keep:
+            raise FtkitError(f"{split.source}: every row has an empty source or target (check the column names)")
+        table = datasets.Dataset.from_dict({
+            "source": [config.data.prefix + sources[i] for i in keep],
+            "target": [targets[i] for i in keep],
+            "example_id": list(range(len(keep))),
+        })
+        features[split_name] = table.map(
+            lambda b: _tokenize(tokenizer, b, t.max_length, t.max_target_length), batched=True, remove_columns=["source", "target"]
+        )
+        references[split_name] = [targets[i] for i in keep]
+    return Prepared(features, tokenizer, references, suite(config), notes=notes)
+
+
+def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: int) -> dict:
+    encoded = tokenizer(batch["source"], max_length=max_length, truncation=True)
+    encoded["labels"] = tokenizer(text_target=batch["target"], max_length=max_target_length, truncation=True)["input_ids"]
+    return encoded
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+def check_metric_keys(config: RunConfig, names: list[str]) -> None:
+    reported = SUITE_KEYS[suite(config)] + ("gen_len", "loss")
+    for key in [config.metrics.primary, *config.expect]:
+        if key not in reported:
+            raise FtkitError(f"metric '{key}' is not reported for this recipe. Metrics available: {', '.join(reported)}. Change metrics.primary / expect (--set).")
+
+
+SUITE_KEYS = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bleu": ("bleu", "chrf")}
+
+
+def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(source)
+    apply_generation(model, config)
+    return model
+
+
+def apply_generation(model: Any, config: RunConfig) -> None:
+    """The recipe's decoding settings go into generation_config: evaluation, `predict` and
+    pipeline() on the saved model all decode the same way."""
+    g, gen = config.generation, model.generation_config
+    gen.num_beams, gen.max_new_tokens, gen.do_sample = g.num_beams, g.max_new_tokens, g.do_sample
+    gen.max_length = None  # max_new_tokens decides
+    if g.do_sample:  # only meaningful (and only valid to save) when sampling
+        gen.temperature, gen.top_p = g.temperature, g.top_p
+
+
+def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    base = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of)
+
+    def collate(rows: list[dict]) -> dict:
+        batch = base([{k: v for k, v in r.items() if k not in META_KEYS} for r in rows])
+        batch["example_id"] = torch.tensor([r["example_id"] for r in rows])
+        return batch
+
+    return collate
+
+
+def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
+    """Generated ids (padded with -100 across processes by the loop), and the per-example sum
+    and count of target-token losses, so the mean is over all tokens, not over batches."""
+    import torch.nn.functional as F
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    logits = model(**inputs, labels=batch["labels"]).logits.float()
+    labels = batch["labels"]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    generate = getattr(model, "module", model).generate  # DDP wraps the model
+    generated = generate(**inputs)
+    return {"generated": generated, "example_id": batch["example_id"], "loss_sum": token_loss.sum(-1), "tokens": (labels != -100).sum(-1)}
+
+
+def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
+    generated = gathered["generated"].clone()
+    generated[generated < 0] = prepared.tokenizer.pad_token_id
+    texts = [t.strip() for t in prepared.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    references = [prepared.references[split][i] for i in gathered["example_id"].tolist()]
+    special = set(prepared.tokenizer.all_special_ids)
+    lengths = [sum(1 for t in row if t not in special) for row in generated.tolist()]
+    result = metrics.rouge(texts, references) if prepared.suite == "rouge" else metrics.bleu(texts, references)
+    result["gen_len"] = sum(lengths) / len(lengths)
+    result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
+    result["samples"] = len(texts)
+    return result
+
+
+def predictor(model: Any, tokenizer: Any, options: Any):
+    """{"text"} -> {"text", "summary_text" | "translation_text"}: batched generation."""
+    import torch
+
+    key = OUTPUT_KEYS.get(options.pipeline_tag, "generated_text")
+    overrides = options.generation_overrides()
+
+    def run(records: list[dict]) -> list[dict]:
+        texts = [r["text"] for r in records]
+        encoded = tokenizer([options.prefix + t for t in texts], max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            generated = model.generate(**encoded, **overrides)
+        outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [{"text": t, key: o.strip()} for t, o in zip(texts, outputs)]
+
+    return run
