@@ -130,7 +130,7 @@ def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str
         f"# {config.name}: {config.model} fine-tuned with ftkit", "",
         config.description, "",
         "## Data", "", f"- {data_desc}",
-        f"- text column `{d.text_column}`, label column `{d.label_column}`", "",
+        f"- {_columns_line(config)}", "",
         f"## Metrics ({section})", "", "| metric | value |", "| --- | --- |", *rows, "",
     ]
     for group, title in (("per_class", "class"), ("per_type", "entity type")):  # classification / NER
@@ -139,15 +139,35 @@ def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str
             lines += [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in scores[group].items()]
             lines.append("")
     example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
+    if pipeline_tag in ("summarization", "translation"):  # transformers 5 removed these pipelines
+        use = [
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer", "",
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/folder")  # decodes with its generation_config',
+            f"inputs = tokenizer({d.prefix + example!r}, return_tensors=\"pt\")",
+            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
+        ]
+    else:
+        use = ["from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})', f"print(model({example!r}))"]
     lines += [
         "## Hyper-parameters", "", *[f"- {k}: {v}" for k, v in hp.items() if v is not None], "",
         "## Reproduce", "", "```", command, "```", "",
         "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
-        "## Use", "", "```python", "from transformers import pipeline", "",
-        f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})',
-        f"print(model({example!r}))", "```", "",
+        "## Use", "", "```python", *use, "```", "",
     ]
     return "\n".join(lines)
+
+
+def _columns_line(config: RunConfig) -> str:
+    """Which columns the run read, in the terms of its task family."""
+    d = config.data
+    if config.task == "seq2seq":
+        if d.source_lang and d.target_lang:
+            return f"translation {d.source_lang} -> {d.target_lang}" + (f", prefix `{d.prefix}`" if d.prefix else "")
+        return f"source column `{d.text_column}`, target column `{d.target_column}`" + (f", prefix `{d.prefix}`" if d.prefix else "")
+    if config.task == "causal-lm":
+        return f"text column `{d.text_column}`, blocks of {config.train.max_length} tokens"
+    return f"text column `{d.text_column}`, label column `{d.label_column}`"
 
 
 def resolve_model_dir(path: Path) -> tuple[Path, RunConfig | None]:

@@ -75,6 +75,20 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
     return tokenizer
 
 
+def freeze_unsaved(model: Any) -> None:
+    """Freeze the weights that save_pretrained leaves out (they are rebuilt on load).
+
+    transformers 5 loads Marian's fixed sinusoidal position table as trainable, yet never saves
+    it: trained, the saved model would not be the model that was scored.
+    """
+    import re
+
+    unsaved = getattr(model, "_keys_to_ignore_on_save", None) or ()
+    for name, param in model.named_parameters():
+        if any(name == key or re.fullmatch(key, name) for key in unsaved):
+            param.requires_grad_(False)
+
+
 def check_family(config: Any, supported: dict[str, str], family: str, name: str) -> None:
     """Refuse a model type that the task family's Auto class cannot build, naming some that fit."""
     if config.model_type not in supported:

@@ -7,6 +7,7 @@ carry little padding; results go out in input order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -102,12 +103,16 @@ def records_from(input_path: str, text_column: str | None, run_config: RunConfig
     plain = input_path == "-" or Path(input_path).suffix.lower() in TEXT_SUFFIXES
     words_column = run_config.data.text_column if run_config and run_config.task == "token-classification" else "tokens"
     default_column = run_config.data.text_column if run_config and run_config.task != "token-classification" else "text"
+    if run_config and run_config.data.source_lang and run_config.data.target_lang:
+        default_column = run_config.data.source_lang  # translation: the source language's column
     column = None
     for n, record in iter_records(input_path, encoding):
         if plain:
             if record["text"].strip():
                 yield {"text": record["text"]}
             continue
+        if isinstance(record.get("translation"), dict):  # {"translation": {"en": ..., "de": ...}} rows, as training reads
+            record = {**record, **record["translation"]}
         if column is None:
             column = _pick_column(input_path, n, record, text_column, [default_column, "text", words_column])
         if column not in record:
@@ -187,22 +192,25 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     from torch.utils.data import DataLoader
 
     from ftkit.config import DataConfig, RunConfig as Config, TrainConfig
-    from ftkit.data import adapt_columns, data_suffixes
+    from ftkit.data import adapt_columns, aligned_pair, data_suffixes
     from ftkit.train import run_evaluation
 
-    check_readable(data_path, data_suffixes(fmt))
+    if not aligned_pair(str(data_path)):  # 'SRC.txt:TGT.txt' (translation) is checked as it is read
+        check_readable(data_path, data_suffixes(fmt))
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     base = run_config or Config(
         name="evaluate", task=family_of(model.config, None), model=str(model_dir),
         train=TrainConfig(max_length=default_max_length(model, tokenizer)),
-        data=DataConfig(text_column=task.CONVENTIONAL_COLUMNS["text"], label_column=task.CONVENTIONAL_COLUMNS["label"]),
+        data=DataConfig(**{f"{role}_column": name for role, name in task.CONVENTIONAL_COLUMNS.items()}),
     )
     data = base.data
+    # The run's columns, prefix and languages, reading only this file (no Hub, no carving).
     config = Config(
-        name=base.name, task=base.task, model=str(model_dir), train=base.train, metrics=base.metrics,
-        data=DataConfig(
-            text_column=text_column or data.text_column, label_column=label_column or data.label_column,
-            text_pair_column=data.text_pair_column, prefix=data.prefix, encoding=encoding, format=fmt,
+        name=base.name, task=base.task, model=str(model_dir), train=base.train, metrics=base.metrics, generation=base.generation,
+        data=dataclasses.replace(
+            DataConfig(), text_column=text_column or data.text_column, label_column=label_column or data.label_column,
+            text_pair_column=data.text_pair_column, target_column=data.target_column, source_lang=data.source_lang,
+            target_lang=data.target_lang, labels=data.labels, prefix=data.prefix, encoding=encoding, format=fmt,
         ),
     )
     wanted = task.columns(config)

@@ -16,7 +16,7 @@ from ftkit import artifacts, metrics
 from ftkit.config import RunConfig
 from ftkit.data import load_splits
 from ftkit.errors import FtkitError
-from ftkit.models import load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
+from ftkit.models import freeze_unsaved, load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
 from ftkit.progress import Reporter
 from ftkit.tasks import get_task
 
@@ -68,6 +68,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     for note in prepared.notes:
         reporter.note(note)
     model = task.load_model(source, prepared, tokenizer, config)
+    freeze_unsaved(model)  # else the saved model would differ from the one scored
 
     # Tensor cores want lengths that are multiples of 8 under mixed precision.
     collate = task.collator(tokenizer, 8 if precision != "no" else None)

@@ -131,6 +131,7 @@ def predictor(model: Any, tokenizer: Any, options: Any):
     import torch
 
     tokenizer.padding_side = "left"  # batched generation continues from the last real token
+    tokenizer.truncation_side = "left"  # a prompt longer than max_length keeps its end: that is what is continued
     overrides = options.generation_overrides()
 
     def run(records: list[dict]) -> list[dict]:

@@ -59,12 +59,21 @@ def normalizer(config: RunConfig):
     """{"translation": {"en": ..., "es": ...}} rows are flattened to their language keys, and
     aligned text-file pairs ({"source", "target"}) take the configured column names."""
     wanted = columns(config)
+    translation = is_translation(config)
 
     def normalize(record: dict[str, Any], source: str, row: int) -> tuple[dict[str, Any], str | None]:
+        languages = list(record)
         if isinstance(record.get("translation"), dict):
+            languages = list(record["translation"])
             record = {**record, **record["translation"]}
         if "source" in record and "target" in record and wanted["text"] not in record:
             record = {**record, wanted["text"]: record["source"], wanted["target"]: record["target"]}
+        missing = [lang for lang in (wanted["text"], wanted["target"]) if lang not in record]
+        if translation and missing:  # the languages come from --source-lang/--target-lang, not column flags
+            raise FtkitError(
+                f"{source}: line/row {row} has no '{missing[0]}' text. Languages present: {', '.join(map(str, languages))}. "
+                "Choose them with --source-lang and --target-lang."
+            )
         return record, None
 
     return normalize
