@@ -147,6 +147,19 @@ def _save(folder: Path, model, tokenizer) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: thread hand-offs cost more than the maths, and on a busy machine OpenMP's
+    spinning threads slow training many times over. Tiny-model modules ask for one thread with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; the real tests keep torch's default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run `ftkit ARGS` in-process through the real entry point; returns (exit code, out, err)."""

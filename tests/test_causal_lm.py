@@ -13,6 +13,8 @@ import pytest
 
 from conftest import FILLER, NEGATIVE, POSITIVE, write_jsonl
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one torch thread (conftest)
+
 BLOCK = 16  # --max-length: the block size
 # A few epochs at a high learning rate: the tiny model moves off its random start in seconds.
 FAST = ["--epochs", "5", "--batch-size", "4", "--learning-rate", "3e-3", "--max-length", str(BLOCK), "--quiet"]
@@ -28,18 +30,6 @@ PROMPTS = [
     " ".join(CYCLE[i % len(CYCLE)] for i in range(20, 20 + 24)),  # longer than a block: its end is kept
     "it",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: thread hand-offs cost more than the maths, and on a busy machine OpenMP's
-    spinning threads slow training many times over. One thread keeps the module fast."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_story(rng: random.Random) -> list[str]:

@@ -14,23 +14,13 @@ import yaml
 
 from conftest import NER_FILLER, make_ner_sentence, write_jsonl
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one torch thread (conftest)
+
 # The fixture data is learnable in a few seconds with these settings (tiny models, high LR).
 FAST = ["--epochs", "8", "--batch-size", "16", "--learning-rate", "3e-3", "--quiet"]
 # Enough to check that data is read and scored: one optimizer step, then evaluation.
 ONE_STEP = ["--max-steps", "1", "--batch-size", "16", "--quiet"]
 NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]  # a tag set for the unit tests
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: thread hand-offs cost more than the maths, and on a busy machine OpenMP's
-    spinning threads slow training many times over. One thread keeps the module fast."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def data_args(files: dict[str, Path]) -> list[str]:

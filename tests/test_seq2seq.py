@@ -21,7 +21,10 @@ import yaml
 
 from conftest import FILLER, NEGATIVE, POSITIVE, SHARED, write_jsonl
 
-pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")  # Marian's tokenizer
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),  # Marian's tokenizer
+    pytest.mark.usefixtures("one_torch_thread"),  # tiny models: one torch thread (conftest)
+]
 
 VOCAB = sorted(set(FILLER + POSITIVE + NEGATIVE))  # one piece each in conftest's T5 tokenizer
 # The fixture pairs use ten of them: few enough that a tiny model learns to copy a little.
@@ -42,18 +45,6 @@ INPUTS = [  # very different lengths: predict sorts by length, and must write in
     "the story was moving and truly charming. great cast",
     "it",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: thread hand-offs cost more than the maths, and on a busy machine OpenMP's
-    spinning threads slow training many times over. One thread keeps the module fast."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def sentence(rng: random.Random, words: list[str] = WORDS) -> str:
