@@ -239,6 +239,23 @@ def test_prepare_tokenizes_targets_and_skips_empty_rows(tiny_models):
     assert batch["example_id"].tolist() == [0, 1] and "decoder_input_ids" not in batch
 
 
+def test_targets_end_with_eos_even_when_the_tokenizer_adds_none(tiny_models):
+    """GPT-2's tokenizer appends no EOS: ftkit adds it, within max_target_length."""
+    from ftkit.config import DataConfig, RunConfig, TrainConfig
+    from ftkit.data import Split
+    from ftkit.models import load_tokenizer
+    from ftkit.tasks import seq2seq
+
+    tokenizer = load_tokenizer(str(tiny_models["gpt2"]))
+    plain = tokenizer(text_target="the film was great")["input_ids"]
+    assert plain[-1] != tokenizer.eos_token_id
+    config = RunConfig(name="s", task="seq2seq", model="gpt2", data=DataConfig(target_column="summary"), train=TrainConfig(max_target_length=3))
+    split = Split({"text": ["a plot", "the cast"], "target": ["the film was great", "dull"]}, [1, 2], "f.jsonl")
+    labels = seq2seq.prepare({"test": split}, config, tokenizer).features["test"]["labels"]
+    short = tokenizer(text_target="dull")["input_ids"]
+    assert labels == [plain[:2] + [tokenizer.eos_token_id], short + [tokenizer.eos_token_id]]
+
+
 # ================================================================ the recipes end to end
 
 

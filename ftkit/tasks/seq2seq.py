@@ -112,7 +112,13 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 
 def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: int) -> dict:
     encoded = tokenizer(batch["source"], max_length=max_length, truncation=True)
-    encoded["labels"] = tokenizer(text_target=batch["target"], max_length=max_target_length, truncation=True)["input_ids"]
+    labels = tokenizer(text_target=batch["target"], max_length=max_target_length, truncation=True)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None:
+        # T5, BART and Marian end targets with EOS; GPT-2-style tokenizers do not, and a model
+        # never shown EOS never learns to stop. End every target with it (within the length).
+        labels = [ids if ids and ids[-1] == eos else ids[: max_target_length - 1] + [eos] for ids in labels]
+    encoded["labels"] = labels
     return encoded
 
 
