@@ -13,6 +13,7 @@ renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,22 +36,34 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
     """Create `out`, refusing a file, an unwritable place or a finished run (unless overwrite)."""
     if out.exists() and not out.is_dir():
         raise FtkitError(f"{out}: is a file, not a folder; choose another --output-dir")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FtkitError(f"{out}: the folder is not empty (an earlier run?); pass --overwrite or another --output-dir")
-        for name in RUN_FILES:  # remove only what a run writes, never the user's other files
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    earlier = out.is_dir() and any(out.iterdir())
+    if earlier and not overwrite:
+        raise FtkitError(f"{out}: the folder is not empty (an earlier run?); pass --overwrite or another --output-dir")
+    created = not out.exists()
+    probe = out / ".ftkit-write-test"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".ftkit-write-test"
+        # Write a few bytes, not just create: a full disk still lets an empty file be made.
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
+        # Leave nothing behind: a half-written probe, or the folder this call created.
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise FtkitError(f"{out}: cannot write there ({err.strerror or err}); choose another --output-dir") from None
+    if earlier:  # only once the folder is known writable, so a failed check keeps the old run
+        for name in RUN_FILES:  # remove only what a run writes, never the user's other files
+            target = out / name
+            try:
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            except OSError as err:
+                raise FtkitError(f"{target}: cannot remove the earlier run's file ({err.strerror or err}); remove it yourself or choose another --output-dir") from None
 
 
 class JsonlLog:
@@ -77,7 +90,9 @@ def save_config(path: Path, config: RunConfig) -> None:
     import yaml
 
     header = f"# Resolved config of an ftkit run. Rerun it with: ftkit finetune {path}\n"
-    path.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:

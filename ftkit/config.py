@@ -75,6 +75,14 @@ class TrainConfig:
     stride: int = 32  # tokens shared by the overlapping windows over inputs longer than max_length
     label_all_tokens: bool = False  # token classification: label every sub-token, not just the first
     logging_steps: int = 10
+    # resumable checkpoints (OUT/checkpoints): every N optimizer steps, "epoch", or null for none
+    checkpoint_every: str | None = "epoch"
+    keep_checkpoints: int = 2  # the last N checkpoints are kept, plus the best model so far
+
+    def checkpoint_interval(self) -> int | str | None:
+        """checkpoint_every as steps (int), "epoch", or None; check() has vetted the text."""
+        every = self.checkpoint_every
+        return int(every) if every is not None and every.strip().isdigit() else every
 
 
 @dataclass
@@ -271,6 +279,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
         node = data
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # e.g. `--set expect=1 --set expect.f1=...`
+                raise FtkitError(f"{source}: '{part}' was set to {node!r}, so '{key}' cannot be set inside it; set one of them")
         node[parts[-1]] = value
     return from_dict(data, source)
 
@@ -292,6 +302,18 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- checks
+
+# Keys that have their own command-line flag: an error about one says which flag fixes it.
+FLAGS = {
+    "train.epochs": "--epochs", "train.max_steps": "--max-steps", "train.batch_size": "--batch-size",
+    "train.learning_rate": "--learning-rate", "train.max_length": "--max-length", "train.seed": "--seed",
+}
+
+
+def how_to_set(key: str, example: str = "N") -> str:
+    """'set it with --batch-size N (or --set train.batch_size=N)': the fix, for messages."""
+    flag = FLAGS.get(key)
+    return f"set it with {flag} {example} (or --set {key}={example})" if flag else f"set it with --set {key}={example}"
 
 _BAR = re.compile(r"^\s*(>=|<=|==|>|<)\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)\s*$")
 
@@ -317,6 +339,7 @@ def check(config: RunConfig) -> None:
         "train.max_target_length": t.max_target_length,
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
         "train.logging_steps": t.logging_steps,
+        "train.keep_checkpoints": t.keep_checkpoints,
         "generation.num_beams": config.generation.num_beams,
         "generation.max_new_tokens": config.generation.max_new_tokens,
     }
@@ -330,23 +353,26 @@ def check(config: RunConfig) -> None:
     }
     for key, value in {**positive, **optional_positive}.items():
         if value is not None and value <= 0:
-            raise FtkitError(f"'{key}' must be a positive integer, got {value}")
+            raise FtkitError(f"'{key}' must be a positive integer, got {value}; {how_to_set(key)}")
     if t.epochs <= 0 and t.max_steps is None:
-        raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps)")
+        raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps); set it with --epochs N or --max-steps N")
     if config.task == "token-classification" and not 0 <= t.stride < t.max_length // 2:
         raise FtkitError(
             f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}: "
             f"windows of {t.max_length} tokens overlap by stride (e.g. --set train.stride={t.max_length // 4})"
         )
+    every = t.checkpoint_every
+    if every is not None and every != "epoch" and not (every.strip().isdigit() and int(every) > 0):
+        raise FtkitError(f"'train.checkpoint_every' must be a positive number of steps, 'epoch' or null, got {every!r}")
     if t.learning_rate <= 0:
-        raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}")
+        raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}; {how_to_set('train.learning_rate', '2e-5')}")
     for key, value in {
         "train.weight_decay": t.weight_decay,
         "train.max_grad_norm": t.max_grad_norm,
         "train.warmup_ratio": t.warmup_ratio,
     }.items():
         if value < 0:
-            raise FtkitError(f"'{key}' must not be negative, got {value}")
+            raise FtkitError(f"'{key}' must not be negative, got {value}; {how_to_set(key, '0')}")
     if t.warmup_ratio >= 1:
         raise FtkitError(f"'train.warmup_ratio' must be below 1, got {t.warmup_ratio}")
     for key, value in {"data.validation_fraction": d.validation_fraction, "data.test_fraction": d.test_fraction}.items():
@@ -370,8 +396,10 @@ def load_yaml_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FtkitError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FtkitError(f"{path}: cannot read it ({err})") from None
+    except UnicodeDecodeError as err:
+        raise FtkitError(f"{path}: not valid UTF-8 text (byte 0x{err.object[err.start]:02x}), an encoding problem; save the file as UTF-8") from None
+    except OSError as err:
+        raise FtkitError(f"{path}: cannot read it ({err.strerror or err})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -379,3 +407,7 @@ def load_yaml_file(path: Path) -> Any:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise FtkitError(f"{path}: invalid YAML{where}: {problem}") from None
+    except ValueError as err:  # a scalar YAML types but cannot build: `seed: 2024-13-45`, `!!float abc`
+        raise FtkitError(f"{path}: invalid YAML: a value reads as a date or number but is not one ({err}); quote it") from None
+    except RecursionError:
+        raise FtkitError(f"{path}: invalid YAML: nested too deeply; a recipe is a flat mapping of sections") from None

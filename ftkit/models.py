@@ -2,10 +2,59 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftkit.errors import FtkitError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass
+class LoadPolicy:
+    """What loading a checkpoint may do. Both are off: code from a model repo and pickle
+    weights (`torch.load` can run code) are how a downloaded checkpoint attacks its user."""
+
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+POLICY = LoadPolicy()
+
+
+def set_policy(trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+    """Set by the command line (--trust-remote-code, --allow-pickle) once per process."""
+    POLICY.trust_remote_code, POLICY.allow_pickle = trust_remote_code, allow_pickle
+
+
+def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained` under the load policy, with ftkit's errors."""
+    check_weights(source)
+    if not POLICY.allow_pickle:
+        kwargs["use_safetensors"] = True  # a Hub repo without safetensors is refused, not unpickled
+    try:
+        return auto_class.from_pretrained(source, trust_remote_code=POLICY.trust_remote_code, **kwargs)
+    except OSError as err:
+        if not POLICY.allow_pickle and "safetensors" in str(err).lower():
+            raise _pickle_only(source) from None
+        raise unreachable(source, err) from None
+
+
+def check_weights(source: str) -> None:
+    """Refuse a local folder whose weights are pickle files only, unless --allow-pickle."""
+    path = Path(source)
+    if POLICY.allow_pickle or not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    if any(f.suffix in PICKLE_SUFFIXES for f in path.iterdir()):
+        raise _pickle_only(source)
+
+
+def _pickle_only(source: str) -> FtkitError:
+    return FtkitError(
+        f"{source}: its weights are pickle files (e.g. pytorch_model.bin), and loading pickle can run code. "
+        "Use a safetensors checkpoint, or pass --allow-pickle if you trust where it comes from"
+    )
 
 
 def quiet_transformers() -> None:
@@ -42,7 +91,7 @@ def load_model_config(name_or_path: str) -> Any:
 
     source = model_source(name_or_path)
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source, trust_remote_code=POLICY.trust_remote_code)
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, KeyError) as err:
@@ -59,9 +108,10 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
 
     source = model_source(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        trust = POLICY.trust_remote_code
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
         if prefix_space and getattr(tokenizer, "add_prefix_space", None) is False:
-            tokenizer = AutoTokenizer.from_pretrained(source, add_prefix_space=True)
+            tokenizer = AutoTokenizer.from_pretrained(source, add_prefix_space=True, trust_remote_code=trust)
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, TypeError, KeyError) as err:

@@ -8,8 +8,8 @@ carry little padding; results go out in input order.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -78,11 +78,11 @@ def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[A
     import torch
     import transformers
 
-    from ftkit.models import load_tokenizer
+    from ftkit.models import load_model_config, load_pretrained, load_tokenizer
 
     quiet_transformers()
-    task = get_task(family_of(transformers.AutoConfig.from_pretrained(model_dir), run_config))
-    model = getattr(transformers, task.AUTO_MODEL).from_pretrained(model_dir)
+    task = get_task(family_of(load_model_config(str(model_dir)), run_config))
+    model = load_pretrained(getattr(transformers, task.AUTO_MODEL), str(model_dir))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     return task, model, load_tokenizer(str(model_dir), task.PREFIX_SPACE)
@@ -135,8 +135,15 @@ def _pick_column(path: str, n: int, record: dict, explicit: str | None, defaults
     raise FtkitError(f"{path}: no column '{defaults[0]}'. Columns present: {', '.join(record)}. Choose one with --text-column.")
 
 
-def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str, options: PredictOptions) -> int:
-    """Write one JSON line per input record (to `output`, else stdout); return the count."""
+def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str, options: PredictOptions, resume: bool = False) -> int:
+    """Write one JSON line per input record (to `output`, else stdout); return the count written.
+
+    Each chunk's lines are flushed as soon as they are computed, so a killed run leaves a prefix
+    of complete lines; `resume` keeps those, drops a cut last line and goes on after them.
+    """
+    if resume and output is None:
+        raise FtkitError("--resume continues an --output file; pass --output FILE")
+    done = _complete_lines(output) if resume else 0
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
     if run_config is not None:
@@ -146,18 +153,34 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
             options.stride = run_config.train.stride
     run = task.predictor(model, tokenizer, options)
     records = records_from(input_path, text_column, run_config, encoding)
+    if done:
+        skipped = sum(1 for _ in itertools.islice(records, done))
+        if skipped < done:
+            raise FtkitError(f"{output}: holds {done} predictions but {input_path} has only {skipped} inputs; is it the same input?")
+        print(f"note: resuming after the {done} predictions already in {output}", file=sys.stderr)
     if output is None:
         return _write_all(run, records, sys.stdout, options.batch_size)
-    tmp = output.with_name(output.name + ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            count = _write_all(run, records, handle, options.batch_size)
-        os.replace(tmp, output)  # the output appears only complete
+        with open(output, "a" if resume else "w", encoding="utf-8", newline="\n") as handle:
+            return done + _write_all(run, records, handle, options.batch_size)
     except OSError as err:
-        raise FtkitError(f"{output}: cannot write ({err.strerror or err})", exit_code=1) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise FtkitError(f"{output}: cannot write ({err.strerror or err}); free space or choose another --output") from None
+
+
+def _complete_lines(path: Path) -> int:
+    """Count the complete lines of a partial output and cut any unfinished last line."""
+    if not path.exists():
+        return 0
+    try:
+        with open(path, "rb+") as handle:
+            count, end = 0, 0
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                count, end = count + 1, end + len(line)
+            handle.truncate(end)
+    except OSError as err:
+        raise FtkitError(f"{path}: cannot resume it ({err.strerror or err})") from None
     return count
 
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftkit import artifacts, metrics
+from ftkit import artifacts, checkpoints, metrics
 from ftkit.config import RunConfig
 from ftkit.data import load_splits
 from ftkit.errors import FtkitError
-from ftkit.models import freeze_unsaved, load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
+from ftkit.models import check_weights, freeze_unsaved, load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
 from ftkit.progress import Reporter
 from ftkit.tasks import get_task
 
@@ -33,8 +33,11 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> dict[str, Any]:
-    """Fine-tune `config.model` on the recipe's data; write the run folder `out`; return metrics."""
+def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, resume: Path | None = None) -> dict[str, Any]:
+    """Fine-tune `config.model` on the recipe's data; write the run folder `out`; return metrics.
+
+    resume: a checkpoint folder to continue from; the result equals an uninterrupted run's.
+    """
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -47,6 +50,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
 
     # --- setup: every check that can fail runs before the first expensive step
     source = model_source(config.model)
+    check_weights(source)  # refuse pickle-only weights before any data is read
     model_config = load_model_config(config.model)
     task.check_model(model_config, config.model)
     limit = max_positions(model_config)
@@ -61,6 +65,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     precision = resolve_precision(t.mixed_precision)
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
     reporter.main_process = accelerator.is_main_process
+    if accelerator.is_main_process and resume is None:  # written first: --resume checks it is the same run
+        artifacts.save_config(out / "config.yaml", config)
     set_seed(t.seed)
     with accelerator.main_process_first():  # tokenize once; other ranks wait, then reuse
         prepared = task.prepare(_limit(splits, config), config, tokenizer)
@@ -100,75 +106,117 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     def evaluate(split: str) -> dict[str, Any]:
         return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split)
 
-    # --- train
+    # --- train (or resume: weights, optimizer, scheduler and RNG states come from the checkpoint)
+    log = artifacts.JsonlLog(out / "log.jsonl", enabled=accelerator.is_main_process)
+    s: dict[str, Any] = {  # everything a checkpoint must hold besides accelerate's own state
+        "step": 0, "epoch": 0, "batches": 0, "last_eval": -1, "best_step": None, "best_value": None, "best_metrics": {},
+        "samples": 0, "train_time": 0.0, "eval_time": 0.0, "loss_sum": 0.0, "loss_count": 0, "loss_total": 0.0, "loss_total_count": 0,
+    }
+    best_state = None
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        s.update(checkpoints.read_state(resume))
+        best_state = checkpoints.load_best(resume, s)
+        if accelerator.is_main_process:
+            checkpoints.trim_log(out / "log.jsonl", s["step"])
+        reporter.note(f"resuming from {resume} (step {s['step']} of {total_steps})")
     reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
                    f"{'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
-    log = artifacts.JsonlLog(out / "log.jsonl", enabled=accelerator.is_main_process)
-    step, last_eval, best_value, best_state, best_metrics = 0, -1, None, None, {}
-    samples, train_time, eval_time = 0, 0.0, 0.0
-    loss_sum, loss_count, loss_total, loss_total_count = torch.zeros((), device=accelerator.device), 0, 0.0, 0
+    reporter.update(s["step"])
+    loss_sum = torch.tensor(s["loss_sum"], device=accelerator.device)
     window_start, window_samples = time.perf_counter(), 0
+    saved_step = s["step"] if resume is not None else None
+    every = t.checkpoint_interval()
 
     def validate(epoch: float) -> None:
-        nonlocal best_value, best_state, best_metrics, eval_time, last_eval
-        began, last_eval = time.perf_counter(), step
+        nonlocal best_state
+        began = time.perf_counter()
+        s["last_eval"] = s["step"]
         result = evaluate("validation")
-        eval_time += time.perf_counter() - began
+        s["eval_time"] += time.perf_counter() - began
         value = metrics.lookup(result, config.metrics.primary)
-        log.write({"type": "eval", "split": "validation", "step": step, "epoch": round(epoch, 4), **result})
-        reporter.eval_line(step, epoch, config.metrics.primary, value, result.get("loss"))
-        if value is not None and metrics.is_better(value, best_value, config.metrics.greater_is_better):
-            best_value, best_metrics = value, {**result, "step": step, "epoch": round(epoch, 4)}
+        log.write({"type": "eval", "split": "validation", "step": s["step"], "epoch": round(epoch, 4), **result})
+        reporter.eval_line(s["step"], epoch, config.metrics.primary, value, result.get("loss"))
+        if value is not None and metrics.is_better(value, s["best_value"], config.metrics.greater_is_better):
+            s.update(best_value=value, best_step=s["step"], best_metrics={**result, "step": s["step"], "epoch": round(epoch, 4)})
             # Keep the best weights on the CPU; they become the saved model at the end.
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
 
+    def checkpoint() -> Path:
+        nonlocal saved_step, segment_start
+        s["train_time"] += time.perf_counter() - segment_start  # time spent saving is not training time
+        s["loss_sum"] = accelerator.reduce(loss_sum, reduction="mean").item() if accelerator.num_processes > 1 else loss_sum.item()
+        path = checkpoints.save(accelerator, out, s, best_state, t.keep_checkpoints)
+        saved_step, segment_start = s["step"], time.perf_counter()
+        return path
+
     model.train()
-    loop_start = time.perf_counter()
-    for epoch in range(epochs):
-        for batch in train_dl:
-            with accelerator.accumulate(model):
-                loss = model(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            loss_count += 1
-            batch_samples = batch["input_ids"].shape[0] * accelerator.num_processes
-            samples += batch_samples
-            window_samples += batch_samples
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            if step % t.logging_steps == 0 or step == total_steps:
-                # .item() waits for the device: only at logging steps, never every step.
-                mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / loss_count
-                loss_total += mean_loss * loss_count
-                loss_total_count += loss_count
-                elapsed = time.perf_counter() - window_start
-                speed = window_samples / elapsed if elapsed > 0 else 0.0
-                lr = scheduler.get_last_lr()[0]
-                log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": speed})
-                reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
-                loss_sum.zero_()
-                loss_count, window_samples, window_start = 0, 0, time.perf_counter()
-            else:
-                reporter.update(step)
-            if t.eval_steps and step % t.eval_steps == 0:
-                validate(step / steps_per_epoch)
-                window_start = time.perf_counter()  # evaluation time is not training speed
-            if step >= total_steps:
+    segment_start = time.perf_counter()
+    with checkpoints.StopRequest() as stop:
+        for epoch in range(s["epoch"], epochs):
+            shuffle.manual_seed(t.seed + epoch)  # each epoch's order depends on nothing before it: resumable
+            skip = s["batches"] if epoch == s["epoch"] else 0
+            loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+            s["epoch"], s["batches"] = epoch, skip
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    loss = model(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and t.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                s["loss_count"] += 1
+                s["batches"] += 1
+                batch_samples = batch["input_ids"].shape[0] * accelerator.num_processes
+                s["samples"] += batch_samples
+                window_samples += batch_samples
+                if not accelerator.sync_gradients:
+                    continue
+                s["step"] += 1
+                step = s["step"]
+                if step % t.logging_steps == 0 or step == total_steps:
+                    # .item() waits for the device: only at logging steps, never every step.
+                    mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / s["loss_count"]
+                    s["loss_total"] += mean_loss * s["loss_count"]
+                    s["loss_total_count"] += s["loss_count"]
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_samples / elapsed if elapsed > 0 else 0.0
+                    lr = scheduler.get_last_lr()[0]
+                    log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": speed})
+                    reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
+                    loss_sum.zero_()
+                    s["loss_count"], window_samples, window_start = 0, 0, time.perf_counter()
+                else:
+                    reporter.update(step)
+                if t.eval_steps and step % t.eval_steps == 0:
+                    validate(step / steps_per_epoch)
+                    window_start = time.perf_counter()  # evaluation time is not training speed
+                if step >= total_steps:
+                    break
+                if isinstance(every, int) and step % every == 0:
+                    checkpoint()
+                if _stop_requested(stop, accelerator):
+                    raise _interrupted(stop, checkpoint() if saved_step != step else checkpoints.latest(out), command, out)
+            if s["step"] >= total_steps:
                 break
-        if not t.eval_steps:
-            validate(step / steps_per_epoch)
-            window_start = time.perf_counter()
-        if step >= total_steps:
-            break
-    if last_eval != step:  # the final weights are always a candidate for the best model
+            if not t.eval_steps:
+                validate(s["step"] / steps_per_epoch)
+                window_start = time.perf_counter()
+            if every == "epoch" and epoch + 1 < epochs:
+                s["epoch"], s["batches"] = epoch + 1, 0
+                checkpoint()
+            if _stop_requested(stop, accelerator):
+                s["epoch"], s["batches"] = epoch + 1, 0
+                raise _interrupted(stop, checkpoint() if saved_step != s["step"] else checkpoints.latest(out), command, out)
+    step = s["step"]
+    if s["last_eval"] != step:  # the final weights are always a candidate for the best model
         validate(step / steps_per_epoch)
-    train_time = time.perf_counter() - loop_start - eval_time
+    s["train_time"] += time.perf_counter() - segment_start
+    train_time = s["train_time"] - s["eval_time"]
+    samples, eval_time = s["samples"], s["eval_time"]
     reporter.finish()
 
     # --- test with the best model, then save
@@ -176,7 +224,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
         accelerator.unwrap_model(model).load_state_dict(best_state)
     results: dict[str, Any] = {
         "train": {
-            "loss": loss_total / max(loss_total_count, 1),
+            "loss": s["loss_total"] / max(s["loss_total_count"], 1),
             "runtime_s": train_time,
             "samples_per_second": samples / train_time if train_time > 0 else 0.0,
             "steps": step,
@@ -184,7 +232,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
             "samples": samples,
             "eval_runtime_s": eval_time,
         },
-        "validation": best_metrics,
+        "validation": s["best_metrics"],
     }
     if "test" in eval_dls:
         results["test"] = evaluate("test")
@@ -192,6 +240,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str) -> 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
+        checkpoints.remove(out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
@@ -248,3 +297,23 @@ def _limit(splits: dict[str, Any], config: RunConfig) -> dict[str, Any]:
         out[name] = split.select(list(range(min(cap, len(split)))), split.source) if cap else split
     return out
 
+
+
+def _stop_requested(stop: checkpoints.StopRequest, accelerator: Any) -> bool:
+    """Whether any process got SIGINT/SIGTERM; all processes must agree to stop at the same step."""
+    if accelerator.num_processes == 1:
+        return stop.signal is not None
+    import torch
+
+    flag = torch.tensor(1.0 if stop.signal is not None else 0.0, device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _interrupted(stop: checkpoints.StopRequest, path: Path | None, command: str, out: Path) -> FtkitError:
+    """Exit 130 (as for Ctrl-C) with the way back in."""
+    import shlex
+    import signal
+
+    name = signal.Signals(stop.signal).name if stop.signal else "a signal"
+    return FtkitError(f"stopped by {name} at step {path.name.split('-')[-1] if path else '?'}; checkpoint saved: {path}. "
+                      f"Resume with: {command} --resume {shlex.quote(str(out))}", exit_code=130)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import typer
 
 from ftkit.cli import finetune, inference, recipes
 from ftkit.errors import FtkitError
+
+invoked: list[str] = []  # the arguments of this `ftkit` call, for the command a run records
 
 app = typer.Typer(
     name="ftkit",
@@ -46,12 +51,17 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print `error: ...` and exit 2 (bad input) or 1 (run time)."""
     debug = os.environ.get("FTKIT_DEBUG", "") not in ("", "0")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: clean exit 130 (training saves a checkpoint first)
+    global invoked
+    invoked = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="ftkit")
+        app(args=_resume_path(invoked), prog_name="ftkit")
     except FtkitError as err:
         if debug:
             raise
-        print(f"error: {_one_line(err.message)}", file=sys.stderr)
+        # 130: stopped on request (Ctrl-C / SIGTERM), which is not an error
+        print(("" if err.exit_code == 130 else "error: ") + _one_line(err.message), file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -62,6 +72,19 @@ def main(argv: list[str] | None = None) -> None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _resume_path(argv: list[str]) -> list[str]:
+    """`--resume PATH` (PATH an existing folder) means `--resume-from PATH`; bare `--resume` stays a flag."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--resume" and not out[i + 1].startswith("-") and Path(out[i + 1]).is_dir():
+            out[i] = "--resume-from"
+    return out
 
 
 def _one_line(message: str) -> str:

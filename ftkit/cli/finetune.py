@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import shlex
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +44,8 @@ def finetune(
     target_lang: Annotated[str | None, typer.Option("--target-lang", help="Translation: target language key (e.g. de).", rich_help_panel="Model and data")] = None,
     output_dir: o.OutputDirOpt = None,
     overwrite: o.OverwriteOpt = False,
+    resume: o.ResumeOpt = False,
+    resume_from: o.ResumeFromOpt = None,
     epochs: o.EpochsOpt = None,
     max_steps: o.MaxStepsOpt = None,
     batch_size: o.BatchSizeOpt = None,
@@ -52,6 +53,8 @@ def finetune(
     max_length: o.MaxLengthOpt = None,
     seed: o.SeedOpt = None,
     mixed_precision: o.PrecisionOpt = None,
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    allow_pickle: o.AllowPickleOpt = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")] = None,
     quiet: o.QuietOpt = False,
 ) -> None:
@@ -119,17 +122,26 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
     from ftkit.artifacts import prepare_output_dir
     from ftkit.progress import Reporter
 
+    o.apply_policy(args.get("trust_remote_code", False), args.get("allow_pickle", False))
     config, notes = resolve(args)
-    out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    prepare_output_dir(out, overwrite=args.get("overwrite", False))
+    checkpoint = None
+    if args.get("resume") or args.get("resume_from"):
+        if args.get("overwrite"):
+            raise FtkitError("--resume continues a run and --overwrite starts it again: pass one of them")
+        out, checkpoint = resume_target(config, args.get("output_dir"), args.get("resume_from"))
+    else:
+        out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        prepare_output_dir(out, overwrite=args.get("overwrite", False))
     reporter = Reporter(quiet=args.get("quiet", False))
     for note in notes:
         reporter.note(note)
 
     from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
 
-    command = "ftkit " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ftkit") else f"ftkit finetune {shlex.quote(args['recipe'])}"
-    results = train_run(config, out, reporter, command)
+    from ftkit.cli import invoked
+
+    command = "ftkit " + shlex.join(_without_resume(invoked)) if invoked else f"ftkit finetune {shlex.quote(args['recipe'])}"
+    results = train_run(config, out, reporter, command, resume=checkpoint)
     print_metrics(results)
     typer.echo(f"run folder: {out}", err=True)
     if check_expect:
@@ -138,3 +150,62 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
             raise FtkitError(f"recipe '{config.name}' has no expect: bars to check; add some or use `ftkit finetune`")
         if not print_bars(config.expect, results[section], section):
             raise typer.Exit(1)
+
+
+# Settings a resumed run may change: they do not alter what is computed.
+RESUME_MAY_CHANGE = ("train.checkpoint_every", "train.keep_checkpoints")
+
+
+def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path | None) -> tuple[Path, Path]:
+    """(run folder, checkpoint) to resume; refuses a finished run or changed settings."""
+    from ftkit import checkpoints
+    from ftkit.config import from_dict, load_yaml_file
+
+    where = resume_from or output_dir
+    if where is None:  # the newest unfinished runs/<recipe>-* with a checkpoint
+        runs = sorted(Path("runs").glob(f"{config.name}-*"))
+        where = next((r for r in reversed(runs) if checkpoints.latest(r) and not (r / "metrics.json").exists()), None)
+        if where is None:
+            raise FtkitError(f"--resume: no unfinished run of '{config.name}' with a checkpoint under runs/; pass --output-dir of the run to continue")
+    if (where / "metrics.json").is_file():
+        raise FtkitError(f"{where}: this run finished (metrics.json is there); nothing to resume. Pass --overwrite to run it again")
+    checkpoint = checkpoints.find(where)
+    out = checkpoint.parent.parent
+    if output_dir is not None and output_dir.resolve() != out.resolve():
+        raise FtkitError(f"{checkpoint} belongs to the run in {out}, not --output-dir {output_dir}; drop --output-dir or make them match")
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        raise FtkitError(f"{saved_file}: missing, so the run's settings are unknown; cannot resume {out}")
+    saved = _flat(from_dict(load_yaml_file(saved_file), str(saved_file)).to_dict())
+    now = _flat(config.to_dict())
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE]
+    if changed:
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise FtkitError(
+            f"{out}: the run was started with other settings ({diffs}). Resume with the same command, "
+            "or start a new run in another --output-dir"
+        )
+    return out, checkpoint
+
+
+def _without_resume(argv: list[str]) -> list[str]:
+    """The command that started the run: resume flags (and their folder) dropped."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--resume-from" or (arg == "--resume" and i + 1 < len(argv) and Path(argv[i + 1]).is_dir()):
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--resume-from="):
+            out.append(arg)
+    return out
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "expect":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

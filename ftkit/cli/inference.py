@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,7 +31,10 @@ def predict(
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Generation: sample with this temperature.", rich_help_panel="Generation")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Generation: sample from the top-p nucleus.", rich_help_panel="Generation")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Generation: seed for sampling (repeatable outputs).", rich_help_panel="Generation")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the complete lines already in --output and predict only the rest (after a kill).")] = False,
     stride: Annotated[Optional[int], typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads \\[default: the run's train.stride].", show_default=False)] = None,
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    allow_pickle: o.AllowPickleOpt = False,
 ) -> None:
     """Predict each input; JSONL in input order, streamed: {"text", "label", "score"} for a
     classifier, {"text", "entities": [...]} (or {"tokens", "tags"}) for NER.
@@ -39,15 +43,24 @@ def predict(
     cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -
     ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple[/dim]
     """
-    if batch_size <= 0 or top_k <= 0:
-        raise FtkitError("--batch-size and --top-k must be positive integers")
+    for flag, number in (("--batch-size", batch_size), ("--top-k", top_k)):
+        if number <= 0:
+            raise FtkitError(f"{flag} must be a positive integer, got {number} (e.g. {flag} {32 if flag == '--batch-size' else 1})")
     if aggregation not in AGGREGATIONS:
         raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
     if stride is not None and stride < 0:
         raise FtkitError("--stride must not be negative")
     from ftkit.artifacts import resolve_model_dir
+    from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
     from ftkit.predict import PredictOptions, predict as run_predict
 
+    # Every argument is checked before the model loads (seconds) and before anything is written.
+    o.apply_policy(trust_remote_code, allow_pickle)
+    _check_run_dir(run_dir)
+    if input != "-":
+        check_readable(Path(input), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
+    if output is not None and not _is_stream(output):
+        _check_writable(output)
     model_dir, config = resolve_model_dir(run_dir)
     for flag, value in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams), ("--temperature", temperature), ("--top-p", top_p)):
         if value is not None and value <= 0:
@@ -62,7 +75,7 @@ def predict(
         batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
         max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p,
     )
-    count = run_predict(model_dir, config, input, output, text_column, encoding, options)
+    count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume)
     if output is not None:
         typer.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -76,23 +89,65 @@ def evaluate(
     batch_size: BatchOpt = 64,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")] = "utf-8",
     fmt: o.FormatOpt = "auto",
+    trust_remote_code: o.TrustRemoteCodeOpt = False,
+    allow_pickle: o.AllowPickleOpt = False,
 ) -> None:
     """Metrics of a fine-tuned model on a labelled file: a table, and JSON with --output.
 
     [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json[/dim]
     """
     if batch_size <= 0:
-        raise FtkitError("--batch-size must be a positive integer")
+        raise FtkitError(f"--batch-size must be a positive integer, got {batch_size} (e.g. --batch-size 64)")
     from ftkit.artifacts import resolve_model_dir, write_json
     from ftkit.cli.tables import print_metrics
     from ftkit.predict import evaluate as run_evaluate
 
+    o.apply_policy(trust_remote_code, allow_pickle)
+    _check_run_dir(run_dir)
+    if output is not None:
+        _check_writable(output)
     model_dir, config = resolve_model_dir(run_dir)
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
     print_metrics({"test": result})
     if output is not None:
         try:
-            write_json(output, result)
+            if _is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
+                import json
+
+                output.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+            else:
+                write_json(output, result)
         except OSError as err:
-            raise FtkitError(f"{output}: cannot write ({err.strerror or err})", exit_code=1) from None
+            raise FtkitError(f"{output}: cannot write ({err.strerror or err}); choose another --output") from None
         typer.echo(f"wrote {output}", err=True)
+
+
+def _check_run_dir(path: Path) -> None:
+    if not path.exists():
+        raise FtkitError(
+            f"{path}: no such folder; pass the --output-dir of a finished `ftkit finetune`, or a model folder (with config.json)"
+        )
+
+
+def _is_stream(path: Path) -> bool:
+    """A device or pipe (not a regular file, not a folder): written in place, never replaced."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work when the output file cannot be written: a folder, no such folder,
+    no permission, a full disk (a probe file with a few bytes beside it finds all of these)."""
+    if path.is_dir():
+        raise FtkitError(f"{path}: is a folder; pass a file name for --output (e.g. {path / 'predictions.jsonl'})")
+    folder = path.parent
+    if not folder.is_dir():
+        raise FtkitError(f"{folder}: no such folder for --output {path}; create it or choose another --output")
+    probe = folder / f".{path.name}.ftkit-write-test"
+    try:
+        probe.write_text("ok")
+    except OSError as err:
+        raise FtkitError(f"{path}: cannot write there ({err.strerror or err}); choose another --output") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+

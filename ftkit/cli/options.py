@@ -28,3 +28,16 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config k
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, or conll to read a .txt file as CoNLL (token ... tag per line).", rich_help_panel="Model and data")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse malformed input (IOB1 / broken NER tags) instead of repairing it.", rich_help_panel="Model and data")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final metrics (and errors).", rich_help_panel="Run")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --output-dir (default: the newest runs/<recipe>-*) from its latest checkpoint; `--resume PATH` names a run or checkpoint folder.", rich_help_panel="Run")]
+ResumeFromOpt = Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this run folder or checkpoints/step-N folder.", rich_help_panel="Run", show_default=False)]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped in the model repository (off: only architectures transformers knows).", rich_help_panel="Security")]
+AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle weights (pytorch_model.bin), which can run code; default: safetensors only.", rich_help_panel="Security")]
+
+
+def apply_policy(trust_remote_code: bool, allow_pickle: bool) -> None:
+    """Set the checkpoint load policy for this process; warn when code from a repo may run."""
+    from ftkit.models import set_policy
+
+    if trust_remote_code:
+        typer.echo("warning: --trust-remote-code: Python code from the model repository will run; use it only with repositories you trust", err=True)
+    set_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)

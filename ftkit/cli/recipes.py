@@ -55,6 +55,8 @@ def copy(
     recipe = get_recipe(name)
     if dest.is_dir():
         dest = dest / f"{name}.yaml"
+    if dest.is_symlink():  # the copy would land wherever the link points, not where asked
+        raise FtkitError(f"{dest}: is a symbolic link; give the real file or folder to write")
     if dest.exists() and not force:
         raise FtkitError(f"{dest}: already exists; pass --force to overwrite it")
     if not dest.parent.is_dir():

@@ -83,9 +83,11 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
 def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
+    from ftkit.models import load_pretrained
+
     from ftkit.tasks.seq2seq import apply_generation
 
-    model = AutoModelForCausalLM.from_pretrained(source)
+    model = load_pretrained(AutoModelForCausalLM, source)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     apply_generation(model, config)

@@ -183,9 +183,11 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
 def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForSequenceClassification
 
+    from ftkit.models import load_pretrained
+
     names = prepared.names
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
+    model = load_pretrained(
+        AutoModelForSequenceClassification, source,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},

@@ -139,7 +139,9 @@ SUITE_KEYS = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bleu": ("bl
 def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForSeq2SeqLM
 
-    model = AutoModelForSeq2SeqLM.from_pretrained(source)
+    from ftkit.models import load_pretrained
+
+    model = load_pretrained(AutoModelForSeq2SeqLM, source)
     apply_generation(model, config)
     return model
 

@@ -211,9 +211,11 @@ def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
 def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:
     from transformers import AutoModelForTokenClassification
 
+    from ftkit.models import load_pretrained
+
     names = prepared.names
-    model = AutoModelForTokenClassification.from_pretrained(
-        source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+    model = load_pretrained(
+        AutoModelForTokenClassification, source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
         ignore_mismatched_sizes=True,
     )
     model.config.pad_token_id = tokenizer.pad_token_id
