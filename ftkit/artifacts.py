@@ -24,7 +24,7 @@ from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.models import max_positions
 
-RUN_FILES = ("model", "metrics.json", "config.yaml", "log.jsonl")
+RUN_FILES = ("model", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
 # pipeline task -> (example input, extra pipeline() arguments) for the model card
 USAGE = {
     "text-classification": ("A gripping, beautifully shot film.", ""),
@@ -38,6 +38,8 @@ def prepare_output_dir(out: Path, overwrite: bool) -> None:
         raise FtkitError(f"{out}: is a file, not a folder; choose another --output-dir")
     earlier = out.is_dir() and any(out.iterdir())
     if earlier and not overwrite:
+        if (out / "checkpoints").is_dir() and not (out / "metrics.json").exists():
+            raise FtkitError(f"{out}: holds an unfinished run with checkpoints; add --resume to continue it, or --overwrite to start again")
         raise FtkitError(f"{out}: the folder is not empty (an earlier run?); pass --overwrite or another --output-dir")
     created = not out.exists()
     probe = out / ".ftkit-write-test"

@@ -50,6 +50,13 @@ def check_weights(source: str) -> None:
         raise _pickle_only(source)
 
 
+def _needs_remote_code(name: str) -> FtkitError:
+    return FtkitError(
+        f"{name}: this model needs Python code from its repository to load, which ftkit does not run by default. "
+        "Read that code, then pass --trust-remote-code if you trust it"
+    )
+
+
 def _pickle_only(source: str) -> FtkitError:
     return FtkitError(
         f"{source}: its weights are pickle files (e.g. pytorch_model.bin), and loading pickle can run code. "
@@ -95,6 +102,8 @@ def load_model_config(name_or_path: str) -> Any:
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, KeyError) as err:
+        if "trust_remote_code" in str(err):
+            raise _needs_remote_code(name_or_path) from None
         raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)})") from None
 
 
@@ -115,6 +124,8 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, TypeError, KeyError) as err:
+        if "trust_remote_code" in str(err):
+            raise _needs_remote_code(name_or_path) from None
         raise FtkitError(f"{name_or_path}: cannot load its tokenizer ({_first_line(err)})") from None
     if tokenizer.pad_token is None:
         # Padding positions are masked out, so any existing token will do; EOS is the convention.

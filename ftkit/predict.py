@@ -78,9 +78,10 @@ def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[A
     import torch
     import transformers
 
-    from ftkit.models import load_model_config, load_pretrained, load_tokenizer
+    from ftkit.models import check_weights, load_model_config, load_pretrained, load_tokenizer
 
     quiet_transformers()
+    check_weights(str(model_dir))
     task = get_task(family_of(load_model_config(str(model_dir)), run_config))
     model = load_pretrained(getattr(transformers, task.AUTO_MODEL), str(model_dir))
     device = "cuda" if torch.cuda.is_available() else "cpu"

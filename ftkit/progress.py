@@ -20,16 +20,22 @@ class Reporter:
         self.main_process = True
         self._progress: Any = None
         self._task: Any = None
+        self._pending: list[str] | None = []  # notes wait for the run to start: a refusal stays one line
 
     @property
     def active(self) -> bool:
         return not self.quiet and self.main_process
 
     def note(self, message: str) -> None:
-        if self.active:
+        if self._pending is not None:
+            self._pending.append(message)
+        elif self.active:
             self.console.print(f"[dim]note:[/dim] {message}", highlight=False, soft_wrap=True)
 
     def start(self, total_steps: int, title: str) -> None:
+        pending, self._pending = self._pending or [], None
+        for message in pending:
+            self.note(message)
         if not self.active:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
