@@ -102,12 +102,16 @@ def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: 
     tmp = out / "model.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    limit = max_positions(model.config)
-    if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
-        tokenizer.model_max_length = limit
-    tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(model_card(config, results, command, pipeline_tag), encoding="utf-8")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        limit = max_positions(model.config)
+        if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
+            tokenizer.model_max_length = limit
+        tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(config, results, command, pipeline_tag), encoding="utf-8")
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        raise
     final = out / "model"
     if final.exists():
         shutil.rmtree(final)

@@ -66,6 +66,18 @@ def read_state(path: Path) -> dict[str, Any]:
 
 def save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | None, keep: int) -> Path:
     """Write checkpoints/step-{state['step']} (every process joins: each saves its RNG state)."""
+    try:
+        return _save(accelerator, out, state, best_state, keep)
+    except OSError as err:  # a full disk, a lost mount: the earlier checkpoints still stand
+        for tmp in folder(out).glob("*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise FtkitError(
+            f"{folder(out)}: cannot save a checkpoint ({err.strerror or err}); free space, or run without "
+            "checkpoints (--set train.checkpoint_every=null)", exit_code=1,
+        ) from None
+
+
+def _save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | None, keep: int) -> Path:
     from safetensors.torch import save_file
 
     root = folder(out)

@@ -239,7 +239,11 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         log.write({"type": "eval", "split": "test", "step": step, **results["test"]})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
+        try:
+            artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
+        except OSError as err:
+            again = "--resume continues from the last checkpoint" if checkpoints.latest(out) else "rerun"
+            raise FtkitError(f"{out}: cannot write the finished run ({err.strerror or err}); free space or fix permissions, then {again}", exit_code=1) from None
         checkpoints.remove(out)
     accelerator.wait_for_everyone()
     accelerator.end_training()

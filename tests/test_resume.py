@@ -206,3 +206,35 @@ def test_keep_checkpoints_prunes_old_ones_but_keeps_the_best(tiny_models, sentim
     state = checkpoints.read_state(out / "checkpoints" / steps[0])
     assert state["best_step"] is not None and f"best-step-{state['best_step']}" in names
     assert len(names) == 2, names  # older best models are gone too
+
+
+def test_full_disk_while_saving_is_one_clear_line(tiny_models, sentiment_files, tmp_path, cli, monkeypatch):
+    """ENOSPC while checkpointing or writing the result: exit 1, one line naming the folder; no
+    half-written checkpoint or model left behind."""
+    import errno
+
+    import accelerate
+    import transformers
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    common = ["finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "--max-steps", "4", "--quiet"]
+    with monkeypatch.context() as m:
+        m.setattr(accelerate.Accelerator, "save_state", full)
+        code, _, err = cli(*common, "-o", tmp_path / "a", "--set", "train.checkpoint_every=2")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "cannot save a checkpoint (No space left on device)" in err and "checkpoint_every=null" in err
+    assert not list((tmp_path / "a" / "checkpoints").glob("*.tmp")) and not (tmp_path / "a" / "model").exists()
+
+    def full_midway(self, folder, *args, **kwargs):  # the disk fills up after part of the weights
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"partial")
+        full()
+
+    with monkeypatch.context() as m:
+        m.setattr(transformers.PreTrainedModel, "save_pretrained", full_midway)
+        code, _, err = cli(*common, "-o", tmp_path / "b")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'b'}: cannot write the finished run (No space left on device)" in err
+    assert not [p.name for p in (tmp_path / "b").iterdir() if p.name in ("model", "model.tmp", "metrics.json")]
