@@ -75,6 +75,8 @@ class TrainConfig:
     stride: int = 32  # tokens shared by the overlapping windows over inputs longer than max_length
     label_all_tokens: bool = False  # token classification: label every sub-token, not just the first
     logging_steps: int = 10
+    # batches of similar lengths, in random order: far less padding, same batch size and step count
+    group_by_length: bool = True
     # resumable checkpoints (OUT/checkpoints): every N optimizer steps, "epoch", or null for none
     checkpoint_every: str | None = "epoch"
     keep_checkpoints: int = 2  # the last N checkpoints are kept, plus the best model so far

@@ -45,9 +45,16 @@ class Split:
 def check_readable(path: Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> None:
     """Fail early (before any model loads) on a missing file or an unknown extension."""
     if not path.exists():
-        raise FtkitError(f"{path}: no such file")
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise FtkitError(f"{path}: no such file{where}; check the path")
     if path.is_dir():
         raise FtkitError(f"{path}: is a folder; pass a data file ({', '.join(suffixes)})")
+    if path.suffix.lower() in TEXT_SUFFIXES and path.suffix.lower() not in suffixes:
+        # .txt says nothing about its layout: only a --format that does makes it data
+        raise FtkitError(
+            f"{path}: unknown extension '{path.suffix}' without a format; pass --format conll (token ... tag "
+            f"per line) or --format text (documents separated by blank lines), or use one of {', '.join(suffixes)}"
+        )
     if path.suffix.lower() not in suffixes:
         raise FtkitError(
             f"{path}: unknown extension '{path.suffix}'; use one of {', '.join(suffixes)} "
@@ -94,12 +101,42 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
                 for n, line in enumerate(handle, start=1):
                     yield n, {"text": line.rstrip("\r\n")}
     except UnicodeDecodeError as err:
+        line = _undecodable_line(path, codec)
+        where = f"line {line}: " if line else ""
         raise FtkitError(
-            f"{path}: not valid {encoding} text (byte 0x{err.object[err.start]:02x} at offset "
-            f"{err.start} of a read block): re-save it as UTF-8 or pass --encoding (e.g. latin-1)"
+            f"{path}: {where}not valid {encoding} text (byte 0x{err.object[err.start]:02x}); the file has another "
+            "encoding: re-save it as UTF-8 or pass --encoding (e.g. latin-1)"
+        ) from None
+    except UnicodeError as err:  # no position to name: e.g. UTF-16 without its byte-order mark
+        raise FtkitError(
+            f"{path}: not valid {encoding} text ({err}); the file has another encoding: pass another --encoding (e.g. utf-16-le)"
         ) from None
     except LookupError:
-        raise FtkitError(f"unknown encoding '{encoding}' (try utf-8, latin-1, cp1252)") from None
+        raise FtkitError(f"unknown encoding '{encoding}': pass another --encoding (e.g. utf-8, latin-1, cp1252)") from None
+
+
+def _undecodable_line(path: Path, codec: str) -> int | None:
+    """The number of the first line that does not decode, for the error message.
+
+    The reader decodes blocks, not lines, so its error only knows a block offset. Splitting the
+    raw bytes at newline bytes is exact for ASCII-compatible codecs (in UTF-8 a newline byte is never
+    part of another character); for others (UTF-16) there is no line to name.
+    """
+    import codecs
+
+    try:
+        if codecs.getincrementaldecoder(codec)().decode(b"\n", final=True) != "\n":
+            return None
+    except UnicodeDecodeError:  # UTF-16/32: a lone newline byte is not even a character
+        return None
+    decoder = codecs.getincrementaldecoder(codec)()
+    with open(path, "rb") as handle:
+        for n, raw in enumerate(handle, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError:
+                return n
+    return None
 
 
 def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, dict]]:
@@ -194,7 +231,9 @@ def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict
         try:  # keep the skipped blank lines so line numbers match the file
             rows = json.loads(skipped + first + handle.read())
         except json.JSONDecodeError as err:
-            raise FtkitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+            raise FtkitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}; fix it (or write one object per line as .jsonl)") from None
+        except ValueError:  # json's only other complaint: an integer beyond Python's digit limit
+            raise FtkitError(f"{path}: invalid JSON: a number with too many digits; quote it as a string") from None
         except RecursionError:
             raise FtkitError(f"{path}: invalid JSON: nested too deeply; expected an array of objects") from None
         for n, row in enumerate(rows, start=1):
@@ -208,6 +247,8 @@ def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise FtkitError(f"{path}: line {n}: invalid JSON ({err.msg}); each line must be one JSON object") from None
+        except ValueError:  # json's only other complaint: an integer beyond Python's digit limit
+            raise FtkitError(f"{path}: line {n}: invalid JSON: a number with too many digits; quote it as a string") from None
         except RecursionError:
             raise FtkitError(f"{path}: line {n}: invalid JSON (nested too deeply); each line must be one JSON object") from None
         yield n, _as_record(path, row, f"line {n}")
@@ -220,6 +261,7 @@ def _as_record(path: Path, row: Any, where: str) -> dict:
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
+    import pyarrow
     import pyarrow.parquet as pq
 
     try:
@@ -227,10 +269,14 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise FtkitError(f"{path}: not a readable parquet file ({err})") from None
     n = 0
-    for batch in parquet.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            n += 1
-            yield n, row
+    try:
+        for batch in parquet.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    except (pyarrow.ArrowException, OSError) as err:  # a damaged page past the footer
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FtkitError(f"{path}: row {n + 1}: cannot read the parquet file ({reason}); re-export it") from None
 
 
 def read_columns(
@@ -260,7 +306,7 @@ def read_columns(
             out[role].append(record[name])
         rows.append(n)
     if not rows:
-        raise FtkitError(f"{path}: the file is empty (no records)")
+        raise FtkitError(f"{path}: the file is empty (no records); put the examples in it, or pass another file")
     return Split(out, rows, str(path), [f"{path}: {count} record(s): {note}" for note, count in notes.items()])
 
 

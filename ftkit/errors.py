@@ -6,8 +6,9 @@ from __future__ import annotations
 class FtkitError(Exception):
     """An expected failure; the CLI prints `message` as one line and exits with `exit_code`.
 
-    Exit code 2 is bad usage or bad input (the user can fix the command); 1 is a failure at
-    run time (a metric bar not met, a model that cannot be reached, ...).
+    Exit code 2 is bad usage or bad input: the user can fix the command (a malformed file, a
+    wrong flag, a Hub id not reachable offline, an output place that cannot be written); 1 is
+    a failure at run time (a metric bar not met, an unexpected library failure, ...).
     """
 
     def __init__(self, message: str, exit_code: int = 2) -> None:

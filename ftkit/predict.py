@@ -159,6 +159,10 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
         if skipped < done:
             raise FtkitError(f"{output}: holds {done} predictions but {input_path} has only {skipped} inputs; is it the same input?")
         print(f"note: resuming after the {done} predictions already in {output}", file=sys.stderr)
+    # The first record is read before the output is opened: an input refused at once (no such
+    # column, not UTF-8) leaves an existing output file as it was.
+    first = next(records, None)
+    records = itertools.chain([] if first is None else [first], records)
     if output is None:
         return _write_all(run, records, sys.stdout, options.batch_size)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit import artifacts, checkpoints, metrics
+from ftkit.batching import LengthGroupedBatches
 from ftkit.config import RunConfig
 from ftkit.data import load_splits
 from ftkit.errors import FtkitError
@@ -40,7 +41,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     """
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
@@ -63,14 +64,17 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     tokenizer = load_tokenizer(config.model, task.PREFIX_SPACE)
 
     precision = resolve_precision(t.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps)
+    accelerator = Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),  # with pinned memory: async copies
+    )
     reporter.main_process = accelerator.is_main_process
-    if accelerator.is_main_process and resume is None:  # written first: --resume checks it is the same run
-        artifacts.save_config(out / "config.yaml", config)
     set_seed(t.seed)
     with accelerator.main_process_first():  # tokenize once; other ranks wait, then reuse
         prepared = task.prepare(_limit(splits, config), config, tokenizer)
     task.check_metric_keys(config, prepared.names)
+    if accelerator.is_main_process and resume is None:  # once the data is accepted; --resume compares it
+        artifacts.save_config(out / "config.yaml", config)
     for note in prepared.notes:
         reporter.note(note)
     model = task.load_model(source, prepared, tokenizer, config)
@@ -79,14 +83,20 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     # Tensor cores want lengths that are multiples of 8 under mixed precision.
     collate = task.collator(tokenizer, 8 if precision != "no" else None)
     shuffle = torch.Generator().manual_seed(t.seed)
-    train_dl = DataLoader(prepared.features["train"], batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=shuffle)
+    pin = accelerator.device.type == "cuda"  # pinned host memory: copies to the GPU overlap compute
+    train_features = prepared.features["train"]
+    if t.group_by_length:  # same batch size and count, far less padding
+        batches = LengthGroupedBatches([len(ids) for ids in train_features["input_ids"]], t.batch_size, shuffle)
+        train_dl = DataLoader(train_features, batch_sampler=batches, collate_fn=collate, generator=shuffle, pin_memory=pin)
+    else:
+        train_dl = DataLoader(train_features, batch_size=t.batch_size, shuffle=True, collate_fn=collate, generator=shuffle, pin_memory=pin)
     eval_size = t.eval_batch_size or 2 * t.batch_size
     eval_features = {s: prepared.features[s] for s in ("validation", "test") if s in prepared.features}
     if t.eval_max_samples and len(eval_features["validation"]) > t.eval_max_samples:
         # Generation is slow: score the first rows while training; the test split uses every row.
         eval_features["validation"] = eval_features["validation"].select(range(t.eval_max_samples))
         reporter.note(f"validation during training: the first {t.eval_max_samples} rows (train.eval_max_samples)")
-    eval_dls = {s: DataLoader(f, batch_size=eval_size, collate_fn=collate) for s, f in eval_features.items()}
+    eval_dls = {s: DataLoader(f, batch_size=eval_size, collate_fn=collate, pin_memory=pin) for s, f in eval_features.items()}
     train_dl, *eval_list = accelerator.prepare(train_dl, *eval_dls.values())
     eval_dls = dict(zip(eval_dls, eval_list))
 

@@ -380,7 +380,7 @@ def test_apply_overrides_sets_expect_bars_for_dotted_metric_names():
 
 def test_apply_overrides_runs_the_checks_again():
     message = error_of(apply_overrides, build(), {"batch_size": 0}, "command line")
-    assert message == "command line: 'train.batch_size' must be a positive integer, got 0"
+    assert message == "command line: 'train.batch_size' must be a positive integer, got 0; set it with --batch-size N (or --set train.batch_size=N)"
 
 
 def test_apply_overrides_unknown_key():
@@ -412,7 +412,7 @@ def test_load_yaml_file_syntax_error_names_line_and_column(tmp_path: Path):
 def test_load_yaml_file_not_utf8(tmp_path: Path):
     path = tmp_path / "latin.yaml"
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    assert error_of(load_yaml_file, path).startswith(f"{path}: cannot read it (")
+    assert error_of(load_yaml_file, path) == f"{path}: not valid UTF-8 text (byte 0xe9), an encoding problem; save the file as UTF-8"
 
 
 # ---------------------------------------------------------------------------- properties

@@ -150,13 +150,13 @@ def test_non_utf8_bytes_name_the_byte_and_suggest_encoding(tmp_path: Path):
     path = tmp_path / "d.csv"
     path.write_bytes("text,label\ncafé,pos\n".encode("latin-1"))
     message = error_of(iter_records, path)
-    assert message.startswith(f"{path}: not valid utf-8 text (byte 0xe9 at offset 14")
+    assert message.startswith(f"{path}: line 2: not valid utf-8 text (byte 0xe9); the file has another encoding")
     assert "pass --encoding (e.g. latin-1)" in message
 
 
 def test_unknown_encoding(tmp_path: Path):
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
-    assert error_of(iter_records, path, encoding="utf-99") == "unknown encoding 'utf-99' (try utf-8, latin-1, cp1252)"
+    assert error_of(iter_records, path, encoding="utf-99") == "unknown encoding 'utf-99': pass another --encoding (e.g. utf-8, latin-1, cp1252)"
 
 
 def test_invalid_json_line_gives_its_line_number(tmp_path: Path):
@@ -237,14 +237,14 @@ def test_missing_column_names_the_flag_for_its_role(tmp_path: Path, role: str, f
 def test_empty_file(tmp_path: Path, content: str):
     path = tmp_path / "d.csv"
     path.write_text(content, encoding="utf-8")
-    assert error_of(read_columns, path, COLUMNS) == f"{path}: the file is empty (no records)"
+    assert error_of(read_columns, path, COLUMNS) == f"{path}: the file is empty (no records); put the examples in it, or pass another file"
 
 
 # ---------------------------------------------------------------------------- check_readable
 
 
 def test_check_readable_missing_file(tmp_path: Path):
-    assert error_of(check_readable, tmp_path / "nope.csv") == f"{tmp_path / 'nope.csv'}: no such file"
+    assert error_of(check_readable, tmp_path / "nope.csv") == f"{tmp_path / 'nope.csv'}: no such file; check the path"
 
 
 def test_check_readable_folder(tmp_path: Path):
@@ -309,7 +309,7 @@ def test_every_file_is_checked_before_any_is_read(tmp_path: Path):
     train = tmp_path / "train.csv"
     train.write_text("text,label\nragged,row,here\n", encoding="utf-8")  # would fail if read first
     data = DataConfig(train=str(train), test=str(tmp_path / "missing.jsonl"))
-    assert error_of(load_splits, data, COLUMNS, 0, None) == f"{tmp_path / 'missing.jsonl'}: no such file"
+    assert error_of(load_splits, data, COLUMNS, 0, None) == f"{tmp_path / 'missing.jsonl'}: no such file; check the path"
 
 
 def test_carved_validation_is_seeded_disjoint_and_noted(tmp_path: Path):
@@ -436,7 +436,7 @@ def test_adapt_columns_on_an_empty_file_changes_nothing(tmp_path: Path):
 
 
 def test_adapt_columns_checks_the_file(tmp_path: Path):
-    assert error_of(adapt_columns, tmp_path / "no.jsonl", {}, set()) == f"{tmp_path / 'no.jsonl'}: no such file"
+    assert error_of(adapt_columns, tmp_path / "no.jsonl", {}, set()) == f"{tmp_path / 'no.jsonl'}: no such file; check the path"
 
 
 # ---------------------------------------------------------------------------- properties

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from ftkit import checkpoints
+
 TIMING_KEYS = {"runtime_s", "samples_per_second", "eval_runtime_s"}
-TOTAL_STEPS = 60  # 160 training rows / batch 8 * 3 epochs
+TOTAL_STEPS = 80  # 160 training rows / batch 8 * 4 epochs
 
 
 def env() -> dict[str, str]:
@@ -31,7 +33,7 @@ def train_args(tiny_models, sentiment_files, out: Path, *extra: str) -> list[str
     return [
         sys.executable, "-m", "ftkit", "finetune", "sentiment", "--model", str(tiny_models["bert"]),
         "--train", str(sentiment_files["train"]), "--validation", str(sentiment_files["validation"]),
-        "--test", str(sentiment_files["test"]), "--epochs", "3", "--batch-size", "8", "--learning-rate", "3e-3",
+        "--test", str(sentiment_files["test"]), "--epochs", "4", "--batch-size", "8", "--learning-rate", "3e-3",
         "--set", "train.logging_steps=1", "--output-dir", str(out), *extra,
     ]
 
@@ -99,7 +101,7 @@ def test_same_seed_same_metrics_and_checkpoints_removed(reference, tiny_models, 
 
 def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tiny_models, sentiment_files, tmp_path):
     seed = int(os.environ.get("FTKIT_KILL_SEED", time.time_ns() % 10**6))
-    kill_at = random.Random(seed).randint(6, TOTAL_STEPS - 8)
+    kill_at = random.Random(seed).randint(6, TOTAL_STEPS - 30)  # margin: a busy machine polls late
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=5")
     proc = start(args)
@@ -107,12 +109,14 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tiny_m
     proc.kill()
     assert proc.wait() == -signal.SIGKILL
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
-    steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
-    assert steps and steps[-1] <= kill_at + 1, f"seed {seed}: checkpoints {steps} after a kill at step {kill_at}"
+    latest = checkpoints.latest(out)  # the kill may also have cut a checkpoint write (a step-N.tmp)
+    assert latest is not None, f"seed {seed}: no complete checkpoint after a kill at step {kill_at}"
+    cut = [p.name for p in (out / "checkpoints").glob("*.tmp")]
 
     resumed = run([*args, "--resume"])
     assert resumed.returncode == 0, f"seed {seed}: {resumed.stderr[-2000:]}"
-    assert f"resuming from {out / 'checkpoints' / f'step-{steps[-1]}'}" in " ".join(resumed.stderr.split())
+    assert f"resuming from {latest}" in " ".join(resumed.stderr.split())
+    print(f"killed near step {kill_at} (seed {seed}); resumed from {latest.name}; cut writes: {cut}")
     assert_same(reference, out)
 
 
@@ -192,8 +196,6 @@ def test_resume_refusals(reference, tiny_models, sentiment_files, tmp_path, cli)
 
 
 def test_keep_checkpoints_prunes_old_ones_but_keeps_the_best(tiny_models, sentiment_files, tmp_path):
-    from ftkit import checkpoints
-
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=3", "--set", "train.keep_checkpoints=1")
     proc = start(args)

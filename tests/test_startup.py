@@ -10,6 +10,7 @@ import pytest
 PROBE = """
 import sys
 from ftkit.cli import main
+code = 0
 try:
     main({argv!r})
 except SystemExit as e:

@@ -55,17 +55,31 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: clean exit 130 (training saves a checkpoint first)
     global invoked
     invoked = list(sys.argv[1:] if argv is None else argv)
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    from typer.exceptions import Abort
+
     try:
-        app(args=_resume_path(invoked), prog_name="ftkit")
+        # Not standalone: click's own handling would print a multi-line usage box for a bad flag
+        # and turn Ctrl-C into "Aborted!" with exit 1.
+        code = app(args=_resume_path(invoked), prog_name="ftkit", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(code) returns its code here
+            sys.exit(code)
+    except NoArgsIsHelpError as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except UsageError as err:
+        command = err.ctx.command_path if err.ctx else "ftkit"
+        print(f"error: {_one_line(err.format_message())} (see '{command} --help')", file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, Abort):
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
     except FtkitError as err:
         if debug:
             raise
         # 130: stopped on request (Ctrl-C / SIGTERM), which is not an error
         print(("" if err.exit_code == 130 else "error: ") + _one_line(err.message), file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
     except Exception as err:  # an ftkit bug or an unexpected library failure: one line, no locals
         if debug:
             raise
