@@ -21,6 +21,7 @@ from ftkit.errors import FtkitError, closest
 TaskFamily = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm"]
 TASK_FAMILIES: tuple[str, ...] = typing.get_args(TaskFamily)
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
+CompileMode = Literal["no", "default", "reduce-overhead", "max-autotune"]
 
 
 @dataclass
@@ -77,6 +78,10 @@ class TrainConfig:
     logging_steps: int = 10
     # batches of similar lengths, in random order: far less padding, same batch size and step count
     group_by_length: bool = True
+    # torch.compile the training step: no, default (fused kernels) or reduce-overhead (CUDA graphs
+    # over a few padded lengths: for GPUs that wait on the host at small batches); compiling
+    # takes minutes, so it pays on long runs. Evaluation and generation stay eager.
+    compile: CompileMode = "no"
     # resumable checkpoints (OUT/checkpoints): every N optimizer steps, "epoch", or null for none
     checkpoint_every: str | None = "epoch"
     keep_checkpoints: int = 2  # the last N checkpoints are kept, plus the best model so far

@@ -64,6 +64,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     tokenizer = load_tokenizer(config.model, task.PREFIX_SPACE)
 
     precision = resolve_precision(t.mixed_precision)
+    if torch.cuda.is_available():  # TF32 tensor cores for what runs in fp32 (bf16 autocast covers most)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     accelerator = Accelerator(
         mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(non_blocking=True),  # with pinned memory: async copies
@@ -80,8 +82,10 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     model = task.load_model(source, prepared, tokenizer, config)
     freeze_unsaved(model)  # else the saved model would differ from the one scored
 
-    # Tensor cores want lengths that are multiples of 8 under mixed precision.
-    collate = task.collator(tokenizer, 8 if precision != "no" else None)
+    # Tensor cores want lengths that are multiples of 8 under mixed precision; CUDA graphs want
+    # few distinct shapes: lengths padded to multiples of 32 give max_length / 32 of them.
+    multiple = 32 if t.compile == "reduce-overhead" else 8 if precision != "no" else None
+    collate = task.collator(tokenizer, multiple)
     shuffle = torch.Generator().manual_seed(t.seed)
     pin = accelerator.device.type == "cuda"  # pinned host memory: copies to the GPU overlap compute
     train_features = prepared.features["train"]
@@ -112,6 +116,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     n = accelerator.num_processes
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps) * n, total_steps * n)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    forward = compiled(model, t.compile)  # the training step only: evaluation and generate() stay eager
+    graphs = t.compile == "reduce-overhead" and accelerator.device.type == "cuda"
 
     def evaluate(split: str) -> dict[str, Any]:
         return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split)
@@ -170,7 +176,9 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
             s["epoch"], s["batches"] = epoch, skip
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = model(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
+                    if graphs:  # a new step: CUDA graph outputs of the last one may be overwritten
+                        torch.compiler.cudagraph_mark_step_begin()
+                    loss = forward(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and t.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -258,6 +266,17 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
+
+
+def compiled(model: Any, mode: str) -> Any:
+    """`model` under torch.compile (sharing its weights), or itself for mode 'no'."""
+    if mode == "no":
+        return model
+    import torch
+
+    # dynamic=None: the first shape compiles static, a second one recompiles once with symbolic
+    # lengths; CUDA graphs (reduce-overhead) are then recorded per padded length, without compiling.
+    return torch.compile(model, mode=mode)
 
 
 def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str) -> dict[str, Any]:
