@@ -124,56 +124,56 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
 
     # --- train (or resume: weights, optimizer, scheduler and RNG states come from the checkpoint)
     log = artifacts.JsonlLog(out / "log.jsonl", enabled=accelerator.is_main_process)
-    s: dict[str, Any] = {  # everything a checkpoint must hold besides accelerate's own state
+    state: dict[str, Any] = {  # everything a checkpoint must hold besides accelerate's own state
         "step": 0, "epoch": 0, "batches": 0, "last_eval": -1, "best_step": None, "best_value": None, "best_metrics": {},
         "samples": 0, "train_time": 0.0, "eval_time": 0.0, "loss_sum": 0.0, "loss_count": 0, "loss_total": 0.0, "loss_total_count": 0,
     }
     best_state = None
     if resume is not None:
         accelerator.load_state(str(resume))
-        s.update(checkpoints.read_state(resume))
-        best_state = checkpoints.load_best(resume, s)
+        state.update(checkpoints.read_state(resume))
+        best_state = checkpoints.load_best(resume, state)
         if accelerator.is_main_process:
-            checkpoints.trim_log(out / "log.jsonl", s["step"])
-        reporter.note(f"resuming from {resume} (step {s['step']} of {total_steps})")
+            checkpoints.trim_log(out / "log.jsonl", state["step"])
+        reporter.note(f"resuming from {resume} (step {state['step']} of {total_steps})")
     reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
                    f"{'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
-    reporter.update(s["step"])
-    loss_sum = torch.tensor(s["loss_sum"], device=accelerator.device)
+    reporter.update(state["step"])
+    loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
     window_start, window_samples = time.perf_counter(), 0
-    saved_step = s["step"] if resume is not None else None
+    saved_step = state["step"] if resume is not None else None
     every = t.checkpoint_interval()
 
     def validate(epoch: float) -> None:
         nonlocal best_state
         began = time.perf_counter()
-        s["last_eval"] = s["step"]
+        state["last_eval"] = state["step"]
         result = evaluate("validation")
-        s["eval_time"] += time.perf_counter() - began
+        state["eval_time"] += time.perf_counter() - began
         value = metrics.lookup(result, config.metrics.primary)
-        log.write({"type": "eval", "split": "validation", "step": s["step"], "epoch": round(epoch, 4), **result})
-        reporter.eval_line(s["step"], epoch, config.metrics.primary, value, result.get("loss"))
-        if value is not None and metrics.is_better(value, s["best_value"], config.metrics.greater_is_better):
-            s.update(best_value=value, best_step=s["step"], best_metrics={**result, "step": s["step"], "epoch": round(epoch, 4)})
+        log.write({"type": "eval", "split": "validation", "step": state["step"], "epoch": round(epoch, 4), **result})
+        reporter.eval_line(state["step"], epoch, config.metrics.primary, value, result.get("loss"))
+        if value is not None and metrics.is_better(value, state["best_value"], config.metrics.greater_is_better):
+            state.update(best_value=value, best_step=state["step"], best_metrics={**result, "step": state["step"], "epoch": round(epoch, 4)})
             # Keep the best weights on the CPU; they become the saved model at the end.
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
 
     def checkpoint() -> Path:
         nonlocal saved_step, segment_start
-        s["train_time"] += time.perf_counter() - segment_start  # time spent saving is not training time
-        s["loss_sum"] = accelerator.reduce(loss_sum, reduction="mean").item() if accelerator.num_processes > 1 else loss_sum.item()
-        path = checkpoints.save(accelerator, out, s, best_state, t.keep_checkpoints)
-        saved_step, segment_start = s["step"], time.perf_counter()
+        state["train_time"] += time.perf_counter() - segment_start  # time spent saving is not training time
+        state["loss_sum"] = accelerator.reduce(loss_sum, reduction="mean").item() if accelerator.num_processes > 1 else loss_sum.item()
+        path = checkpoints.save(accelerator, out, state, best_state, t.keep_checkpoints)
+        saved_step, segment_start = state["step"], time.perf_counter()
         return path
 
     model.train()
     segment_start = time.perf_counter()
     with checkpoints.StopRequest() as stop:
-        for epoch in range(s["epoch"], epochs):
+        for epoch in range(state["epoch"], epochs):
             shuffle.manual_seed(t.seed + epoch)  # each epoch's order depends on nothing before it: resumable
-            skip = s["batches"] if epoch == s["epoch"] else 0
+            skip = state["batches"] if epoch == state["epoch"] else 0
             loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-            s["epoch"], s["batches"] = epoch, skip
+            state["epoch"], state["batches"] = epoch, skip
             for batch in loader:
                 with accelerator.accumulate(model):
                     if graphs:  # a new step: CUDA graph outputs of the last one may be overwritten
@@ -186,27 +186,27 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.detach()
-                s["loss_count"] += 1
-                s["batches"] += 1
+                state["loss_count"] += 1
+                state["batches"] += 1
                 batch_samples = batch["input_ids"].shape[0] * accelerator.num_processes
-                s["samples"] += batch_samples
+                state["samples"] += batch_samples
                 window_samples += batch_samples
                 if not accelerator.sync_gradients:
                     continue
-                s["step"] += 1
-                step = s["step"]
+                state["step"] += 1
+                step = state["step"]
                 if step % t.logging_steps == 0 or step == total_steps:
                     # .item() waits for the device: only at logging steps, never every step.
-                    mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / s["loss_count"]
-                    s["loss_total"] += mean_loss * s["loss_count"]
-                    s["loss_total_count"] += s["loss_count"]
+                    mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / state["loss_count"]
+                    state["loss_total"] += mean_loss * state["loss_count"]
+                    state["loss_total_count"] += state["loss_count"]
                     elapsed = time.perf_counter() - window_start
                     speed = window_samples / elapsed if elapsed > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]
                     log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": speed})
                     reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
                     loss_sum.zero_()
-                    s["loss_count"], window_samples, window_start = 0, 0, time.perf_counter()
+                    state["loss_count"], window_samples, window_start = 0, 0, time.perf_counter()
                 else:
                     reporter.update(step)
                 if t.eval_steps and step % t.eval_steps == 0:
@@ -218,23 +218,23 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                     checkpoint()
                 if _stop_requested(stop, accelerator):
                     raise _interrupted(stop, checkpoint() if saved_step != step else checkpoints.latest(out), command, out)
-            if s["step"] >= total_steps:
+            if state["step"] >= total_steps:
                 break
             if not t.eval_steps:
-                validate(s["step"] / steps_per_epoch)
+                validate(state["step"] / steps_per_epoch)
                 window_start = time.perf_counter()
             if every == "epoch" and epoch + 1 < epochs:
-                s["epoch"], s["batches"] = epoch + 1, 0
+                state["epoch"], state["batches"] = epoch + 1, 0
                 checkpoint()
             if _stop_requested(stop, accelerator):
-                s["epoch"], s["batches"] = epoch + 1, 0
-                raise _interrupted(stop, checkpoint() if saved_step != s["step"] else checkpoints.latest(out), command, out)
-    step = s["step"]
-    if s["last_eval"] != step:  # the final weights are always a candidate for the best model
+                state["epoch"], state["batches"] = epoch + 1, 0
+                raise _interrupted(stop, checkpoint() if saved_step != state["step"] else checkpoints.latest(out), command, out)
+    step = state["step"]
+    if state["last_eval"] != step:  # the final weights are always a candidate for the best model
         validate(step / steps_per_epoch)
-    s["train_time"] += time.perf_counter() - segment_start
-    train_time = s["train_time"] - s["eval_time"]
-    samples, eval_time = s["samples"], s["eval_time"]
+    state["train_time"] += time.perf_counter() - segment_start
+    train_time = state["train_time"] - state["eval_time"]
+    samples, eval_time = state["samples"], state["eval_time"]
     reporter.finish()
 
     # --- test with the best model, then save
@@ -242,7 +242,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         accelerator.unwrap_model(model).load_state_dict(best_state)
     results: dict[str, Any] = {
         "train": {
-            "loss": s["loss_total"] / max(s["loss_total_count"], 1),
+            "loss": state["loss_total"] / max(state["loss_total_count"], 1),
             "runtime_s": train_time,
             "samples_per_second": samples / train_time if train_time > 0 else 0.0,
             "steps": step,
@@ -250,7 +250,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
             "samples": samples,
             "eval_runtime_s": eval_time,
         },
-        "validation": s["best_metrics"],
+        "validation": state["best_metrics"],
     }
     if "test" in eval_dls:
         results["test"] = evaluate("test")

@@ -37,3 +37,9 @@ def test_compiled_training_step(mode, tiny_models, sentiment_files, cli, tmp_pat
     weights = load_file(str(out / "model" / "model.safetensors"))
     assert not [k for k in weights if "_orig_mod" in k]  # the plain model was saved
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["type"] == "train"
+
+
+def test_compile_flag_is_checked(cli, tiny_models, sentiment_files, tmp_path):
+    code, _, err = cli("finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "-o", tmp_path / "o", "--compile", "reduce_overhead")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "'train.compile' must be one of no, default, reduce-overhead, max-autotune" in err and "Did you mean 'reduce-overhead'" in err

@@ -6,14 +6,11 @@ message is all a user sees.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ftkit.config import (
     DataConfig,
@@ -413,72 +410,3 @@ def test_load_yaml_file_not_utf8(tmp_path: Path):
     path = tmp_path / "latin.yaml"
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     assert error_of(load_yaml_file, path) == f"{path}: not valid UTF-8 text (byte 0xe9), an encoding problem; save the file as UTF-8"
-
-
-# ---------------------------------------------------------------------------- properties
-
-SECTIONS = ("data", "train", "metrics", "generation", "expect")
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(10**6), max_value=10**6),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
-    st.sampled_from(["null", "2e-5", "yes", "no", "0", "-1", "1.5", "auto", "bf16", "seq2seq", ">= 0.5"]),
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8,
-)
-known_leaf = st.sampled_from(sorted(all_keys()))
-
-
-@st.composite
-def config_dicts(draw) -> Any:
-    """A valid mapping with a few keys replaced or added: close enough to reach the deep checks."""
-    data: dict[Any, Any] = minimal()
-    for _ in range(draw(st.integers(0, 4))):
-        key = draw(st.one_of(known_leaf, st.sampled_from(SECTIONS), st.text(max_size=10)))
-        value = draw(values)
-        if "." in key:
-            section, leaf = key.split(".", 1)
-            node = data.setdefault(section, {})
-            if isinstance(node, dict):
-                node[leaf] = value
-        else:
-            data[key] = value
-    return draw(values) if draw(st.integers(0, 9)) == 0 else data  # now and then not a mapping at all
-
-
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config_dicts())
-def test_from_dict_raises_only_ftkit_errors(data):
-    try:
-        config = from_dict(data, SRC)
-    except FtkitError as err:
-        assert err.message.startswith(SRC)  # every complaint names where the config came from
-    else:
-        assert isinstance(config, RunConfig)
-        assert from_dict(config.to_dict(), SRC) == config
-
-
-set_keys = st.one_of(known_leaf, known_leaf.map(lambda k: k.rsplit(".", 1)[-1]), st.text(max_size=12))
-set_values = st.one_of(
-    st.text(max_size=30),
-    st.sampled_from(["null", "[a, b]", "{a: 1}", "2e-5", "no", "0", "-3", "!!binary aGk=", "&a [*a]", "2024-13-45", "nan"]),
-)
-
-
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.tuples(set_keys, set_values).map("=".join), st.text(max_size=20)), max_size=4))
-def test_parse_set_and_apply_overrides_raise_only_ftkit_errors(pairs):
-    base = build(expect={"per_class.spam.f1": ">= 0.9"})
-    try:
-        config = apply_overrides(base, parse_set(pairs), "command line")
-    except FtkitError as err:
-        assert err.exit_code == 2 and err.message.strip()
-    else:
-        assert isinstance(config, RunConfig)
-        for number in (config.train.learning_rate, config.train.warmup_ratio, config.generation.temperature):
-            assert math.isfinite(number)

@@ -13,8 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ftkit.config import DataConfig
 from ftkit.data import Split, adapt_columns, carve, check_readable, iter_records, load_splits, read_columns
@@ -437,27 +435,3 @@ def test_adapt_columns_on_an_empty_file_changes_nothing(tmp_path: Path):
 
 def test_adapt_columns_checks_the_file(tmp_path: Path):
     assert error_of(adapt_columns, tmp_path / "no.jsonl", {}, set()) == f"{tmp_path / 'no.jsonl'}: no such file; check the path"
-
-
-# ---------------------------------------------------------------------------- properties
-
-
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    content=st.one_of(
-        st.binary(max_size=300),
-        st.text(alphabet=st.sampled_from('{}[]",:\n\r\t \\a1éx\x00\ufeff'), max_size=200).map(str.encode),
-    ),
-    suffix=st.sampled_from([".jsonl", ".csv", ".txt", ".json", ".tsv"]),
-)
-def test_iter_records_on_arbitrary_bytes_raises_only_ftkit_errors(tmp_path: Path, content: bytes, suffix: str):
-    path = tmp_path / f"fuzz{suffix}"
-    path.write_bytes(content)
-    try:
-        records = list(iter_records(path))
-    except FtkitError as err:
-        assert err.message.startswith(str(path))
-    else:
-        numbers = [n for n, _ in records]
-        assert numbers == sorted(set(numbers)) and all(n >= 1 for n in numbers)
-        assert all(isinstance(record, dict) for _, record in records)

@@ -58,6 +58,14 @@ def wait_for_step(proc: subprocess.Popen, log: Path, step: int) -> None:
     pytest.fail(f"step {step} never came")
 
 
+def killed_at(args: list[str], out: Path, step: int) -> None:
+    """Run, then SIGKILL the process once its log shows `step`."""
+    proc = start(args)
+    wait_for_step(proc, out / "log.jsonl", step)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL
+
+
 def outcome(run_dir: Path) -> tuple[dict, dict]:
     """(metrics.json without timings, model weights)."""
     from safetensors.torch import load_file
@@ -104,10 +112,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tiny_m
     kill_at = random.Random(seed).randint(6, TOTAL_STEPS - 30)  # margin: a busy machine polls late
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=5")
-    proc = start(args)
-    wait_for_step(proc, out / "log.jsonl", kill_at)
-    proc.kill()
-    assert proc.wait() == -signal.SIGKILL
+    killed_at(args, out, kill_at)
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
     latest = checkpoints.latest(out)  # the kill may also have cut a checkpoint write (a step-N.tmp)
     assert latest is not None, f"seed {seed}: no complete checkpoint after a kill at step {kill_at}"
@@ -124,10 +129,7 @@ def test_kill_during_a_checkpoint_write_uses_the_previous_one(reference, tiny_mo
     """A kill mid-save leaves a `.tmp` folder (the rename never happened): it is ignored."""
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=5")
-    proc = start(args)
-    wait_for_step(proc, out / "log.jsonl", 33)
-    proc.kill()
-    proc.wait()
+    killed_at(args, out, 33)
     root = out / "checkpoints"
     last = max(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     # What a kill inside save() leaves: a half-written next checkpoint and a half-written best model.
@@ -180,10 +182,7 @@ def test_resume_refusals(reference, tiny_models, sentiment_files, tmp_path, cli)
     # A stopped run resumed with other settings: refused, naming what changed.
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=5")
-    proc = start(args)
-    wait_for_step(proc, out / "log.jsonl", 7)
-    proc.kill()
-    proc.wait()
+    killed_at(args, out, 7)
     code, _, err = cli(*args[3:], "--learning-rate", "1e-4", "--resume")
     assert code == 2 and "train.learning_rate" in err and "0.003" in err and len(err.strip().splitlines()) == 1
     # `--resume PATH` names the run folder (or one of its step-N checkpoints) explicitly.
@@ -198,10 +197,7 @@ def test_resume_refusals(reference, tiny_models, sentiment_files, tmp_path, cli)
 def test_keep_checkpoints_prunes_old_ones_but_keeps_the_best(tiny_models, sentiment_files, tmp_path):
     out = tmp_path / "run"
     args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=3", "--set", "train.keep_checkpoints=1")
-    proc = start(args)
-    wait_for_step(proc, out / "log.jsonl", 50)
-    proc.kill()
-    proc.wait()
+    killed_at(args, out, 50)
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     steps = [n for n in names if n.startswith("step-")]
     assert len(steps) == 1, names

@@ -24,7 +24,7 @@ FLAG_KEYS = {
     "encoding": "data.encoding", "epochs": "train.epochs", "max_steps": "train.max_steps",
     "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
     "seed": "train.seed", "mixed_precision": "train.mixed_precision", "fmt": "data.format", "strict": "data.strict",
-    "source_lang": "data.source_lang", "target_lang": "data.target_lang",
+    "source_lang": "data.source_lang", "target_lang": "data.target_lang", "compile_": "train.compile",
 }
 
 
@@ -53,6 +53,7 @@ def finetune(
     max_length: o.MaxLengthOpt = None,
     seed: o.SeedOpt = None,
     mixed_precision: o.PrecisionOpt = None,
+    compile_: o.CompileOpt = None,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")] = None,

@@ -24,6 +24,7 @@ LearningRateOpt = Annotated[Optional[float], typer.Option("--learning-rate", "--
 MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Tokens per example; longer inputs are truncated.", rich_help_panel="Training")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, head init, carved splits).", rich_help_panel="Training")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--mixed-precision", help="no, fp16 or bf16 \\[default: bf16 where the GPU supports it, else no].", rich_help_panel="Training")]
+CompileOpt = Annotated[Optional[str], typer.Option("--compile", help="torch.compile the training step: no, default, reduce-overhead (CUDA graphs; pays on long GPU runs) or max-autotune.", rich_help_panel="Training", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, or conll to read a .txt file as CoNLL (token ... tag per line).", rich_help_panel="Model and data")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse malformed input (IOB1 / broken NER tags) instead of repairing it.", rich_help_panel="Model and data")]
