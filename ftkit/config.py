@@ -82,6 +82,8 @@ class TrainConfig:
     # over a few padded lengths: for GPUs that wait on the host at small batches); compiling
     # takes minutes, so it pays on long runs. Evaluation and generation stay eager.
     compile: CompileMode = "no"
+    # pad every batch to max_length: one shape, for XLA/TPU (which compiles one graph per shape)
+    pad_to_max_length: bool = False
     # resumable checkpoints (OUT/checkpoints): every N optimizer steps, "epoch", or null for none
     checkpoint_every: str | None = "epoch"
     keep_checkpoints: int = 2  # the last N checkpoints are kept, plus the best model so far

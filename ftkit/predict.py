@@ -84,7 +84,8 @@ def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[A
     check_weights(str(model_dir))
     task = get_task(family_of(load_model_config(str(model_dir)), run_config))
     model = load_pretrained(getattr(transformers, task.AUTO_MODEL), str(model_dir))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    procs = processes()
+    device = procs.device if procs else "cuda" if torch.cuda.is_available() else "cpu"  # launched: this process's device
     model.to(device).eval()
     return task, model, load_tokenizer(str(model_dir), task.PREFIX_SPACE)
 
@@ -144,7 +145,13 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
     """
     if resume and output is None:
         raise FtkitError("--resume continues an --output file; pass --output FILE")
-    done = _complete_lines(output) if resume else 0
+    procs = processes()
+    main = procs is None or procs.is_main_process
+    done = _complete_lines(output) if resume and main else 0
+    if procs:  # only the main process reads and cuts the file; the others skip as many records
+        from accelerate.utils import broadcast_object_list
+
+        done = broadcast_object_list([done])[0]
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
     if run_config is not None:
@@ -158,16 +165,17 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
         skipped = sum(1 for _ in itertools.islice(records, done))
         if skipped < done:
             raise FtkitError(f"{output}: holds {done} predictions but {input_path} has only {skipped} inputs; is it the same input?")
-        print(f"note: resuming after the {done} predictions already in {output}", file=sys.stderr)
+        if main:
+            print(f"note: resuming after the {done} predictions already in {output}", file=sys.stderr)
     # The first record is read before the output is opened: an input refused at once (no such
     # column, not UTF-8) leaves an existing output file as it was.
     first = next(records, None)
     records = itertools.chain([] if first is None else [first], records)
-    if output is None:
-        return _write_all(run, records, sys.stdout, options.batch_size)
+    if output is None or not main:  # launched on several processes: they compute, the main one writes
+        return done + _write_all(run, records, sys.stdout if main else None, options.batch_size, procs)
     try:
         with open(output, "a" if resume else "w", encoding="utf-8", newline="\n") as handle:
-            return done + _write_all(run, records, handle, options.batch_size)
+            return done + _write_all(run, records, handle, options.batch_size, procs)
     except OSError as err:
         raise FtkitError(f"{output}: cannot write ({err.strerror or err}); free space or choose another --output") from None
 
@@ -189,28 +197,51 @@ def _complete_lines(path: Path) -> int:
     return count
 
 
-def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict], out: IO[str], batch_size: int) -> int:
+def processes() -> Any:
+    """accelerate's PartialState when launched on several processes (accelerate launch /
+    torchrun), else None: a plain `ftkit predict` never sets up distributed state."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict], out: IO[str] | None, batch_size: int, procs: Any = None) -> int:
     count = 0
     chunk: list[dict] = []
     for record in records:
         chunk.append(record)
         if len(chunk) == batch_size * CHUNK_BATCHES:
-            count += _write_chunk(run, chunk, out, batch_size)
+            count += _write_chunk(run, chunk, out, batch_size, procs)
             chunk = []
     if chunk:
-        count += _write_chunk(run, chunk, out, batch_size)
+        count += _write_chunk(run, chunk, out, batch_size, procs)
     return count
 
 
-def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], out: IO[str], batch_size: int) -> int:
+def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], out: IO[str] | None, batch_size: int, procs: Any) -> int:
+    """Predict a chunk in length-sorted batches; write its results in input order.
+
+    Launched on several processes, every process reads the same chunk and takes every n-th of
+    the sorted examples (balanced lengths); the results are gathered and the main one writes.
+    """
     order = sorted(range(len(chunk)), key=lambda i: len(chunk[i].get("text") or chunk[i].get("tokens") or ""))
-    results: list[Any] = [None] * len(chunk)
+    if procs:
+        order = order[procs.process_index :: procs.num_processes]
+    results: dict[int, Any] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        for i, result in zip(idx, run([chunk[i] for i in idx])):
-            results[i] = result
-    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
-    out.flush()
+        results.update(zip(idx, run([chunk[i] for i in idx])))
+    if procs:
+        from accelerate.utils import gather_object
+
+        results = dict(gather_object(list(results.items())))
+    if out is not None:
+        out.write("".join(json.dumps(results[i], ensure_ascii=False) + "\n" for i in range(len(chunk))))
+        out.flush()
     return len(chunk)
 
 

@@ -84,7 +84,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
 
     # Tensor cores want lengths that are multiples of 8 under mixed precision; CUDA graphs want
     # few distinct shapes: lengths padded to multiples of 32 give max_length / 32 of them.
-    multiple = 32 if t.compile == "reduce-overhead" else 8 if precision != "no" else None
+    # pad_to_max_length: inputs are cut at max_length, so a multiple of it is exactly max_length.
+    multiple = t.max_length if t.pad_to_max_length else 32 if t.compile == "reduce-overhead" else 8 if precision != "no" else None
     collate = task.collator(tokenizer, multiple)
     shuffle = torch.Generator().manual_seed(t.seed)
     pin = accelerator.device.type == "cuda"  # pinned host memory: copies to the GPU overlap compute
@@ -136,8 +137,11 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         if accelerator.is_main_process:
             checkpoints.trim_log(out / "log.jsonl", state["step"])
         reporter.note(f"resuming from {resume} (step {state['step']} of {total_steps})")
+    # batch_size is per process and forward pass: what one optimizer step sees is their product
+    effective = t.batch_size * n * t.gradient_accumulation_steps
+    per_step = f"batch {effective} = {t.batch_size} x {n} processes x {t.gradient_accumulation_steps} accumulation" if effective != t.batch_size else f"batch {t.batch_size}"
     reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
-                   f"{'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
+                   f"{per_step}, {'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
     reporter.update(state["step"])
     loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
     window_start, window_samples = time.perf_counter(), 0

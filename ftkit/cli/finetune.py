@@ -131,8 +131,11 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
             raise FtkitError("--resume continues a run and --overwrite starts it again: pass one of them")
         out, checkpoint = resume_target(config, args.get("output_dir"), args.get("resume_from"))
     else:
+        if args.get("output_dir") is None and o.world_size() > 1:  # each process would pick its own time stamp
+            raise FtkitError("several processes (accelerate launch / torchrun) share one run folder: pass --output-dir")
         out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        prepare_output_dir(out, overwrite=args.get("overwrite", False))
+        if o.main_process():  # the others find it made when the training loop's first barrier lets them on
+            prepare_output_dir(out, overwrite=args.get("overwrite", False))
     reporter = Reporter(quiet=args.get("quiet", False))
     for note in notes:
         reporter.note(note)
@@ -143,6 +146,8 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
 
     command = "ftkit " + shlex.join(_without_resume(invoked)) if invoked else f"ftkit finetune {shlex.quote(args['recipe'])}"
     results = train_run(config, out, reporter, command, resume=checkpoint)
+    if not o.main_process():  # every process has the same results; one reports them
+        return
     print_metrics(results)
     typer.echo(f"run folder: {out}", err=True)
     if check_expect:

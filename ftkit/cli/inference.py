@@ -76,7 +76,7 @@ def predict(
         max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p,
     )
     count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume)
-    if output is not None:
+    if output is not None and o.main_process():
         typer.echo(f"wrote {count} predictions to {output}", err=True)
 
 
@@ -108,6 +108,8 @@ def evaluate(
         _check_writable(output)
     model_dir, config = resolve_model_dir(run_dir)
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
+    if not o.main_process():  # launched on several processes: each holds the same gathered metrics
+        return
     print_metrics({"test": result})
     if output is not None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -42,3 +43,13 @@ def apply_policy(trust_remote_code: bool, allow_pickle: bool) -> None:
     if trust_remote_code:
         typer.echo("warning: --trust-remote-code: Python code from the model repository will run; use it only with repositories you trust", err=True)
     set_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+
+
+def world_size() -> int:
+    """Processes started together by accelerate launch / torchrun (from their environment), else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def main_process() -> bool:
+    """Whether this is the process that writes files and prints results (rank 0)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0

@@ -1,0 +1,165 @@
+"""Two processes through `accelerate launch` (gloo, on the CPU): the run finishes, one process
+writes and prints, every evaluation row counts exactly once, and metrics of the same model
+gathered from two processes equal a single process's.
+
+accelerate 1.15 starts several CPU processes only through its multi-process launcher:
+`accelerate launch --cpu --num_processes 2` runs ONE process (its simple launcher). So:
+ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ... (torchrun underneath).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import FILLER, make_sentence, write_jsonl
+from ftkit import checkpoints
+
+TOLERANCE = 0.1  # accuracy: 2 processes see other batches and dropout draws, so not bit-equal
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def ftkit(*args, processes: int = 1) -> subprocess.CompletedProcess:
+    if processes == 1:
+        cmd = [sys.executable, "-m", "ftkit"]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(), "-m", "ftkit"]
+    done = subprocess.run([*cmd, *map(str, args)], env=env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def summary_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("summaries")
+    rng = random.Random(3)
+    files = {}
+    for split, n in (("train", 48), ("validation", 13), ("test", 15)):  # odd sizes: a padded last batch
+        rows = []
+        for _ in range(n):
+            first = " ".join(rng.sample(FILLER, 4))
+            rows.append({"document": f"{first}. {' '.join(rng.sample(FILLER, 5))}.", "summary": f"{first}."})
+        files[split] = write_jsonl(root / f"{split}.jsonl", rows)
+    return files
+
+
+def test_classification_two_processes(tiny_models, sentiment_files, tmp_path):
+    data = ["--train", sentiment_files["train"], "--validation", sentiment_files["validation"], "--test", sentiment_files["test"]]
+    common = ["finetune", "sentiment", "--model", tiny_models["bert"], *data, "--epochs", "4", "--learning-rate", "3e-3"]
+    # the same batch per optimizer step: 16 on one process, 8 on each of two
+    ftkit(*common, "--batch-size", "16", "-o", tmp_path / "one")
+    two = ftkit(*common, "--batch-size", "8", "-o", tmp_path / "two", processes=2)
+
+    assert two.stdout.count("┃ metric") == 1 and two.stderr.count("run folder:") == 1  # only the main process reports
+    assert "batch 16 = 8 x 2 processes x 1 accumulation" in " ".join(two.stderr.split())
+    m1, m2 = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert m1["train"]["steps"] == m2["train"]["steps"] == 40  # 160 rows / 16 per step * 4 epochs
+    for split, rows in (("validation", 40), ("test", 48)):
+        assert m1[split]["samples"] == m2[split]["samples"] == rows  # the padded last batch is not counted twice
+        assert sum(c["support"] for c in m2[split]["per_class"].values()) == rows
+    assert m1["test"]["accuracy"] > 0.8 and m2["test"]["accuracy"] > 0.8
+    assert abs(m1["test"]["accuracy"] - m2["test"]["accuracy"]) <= TOLERANCE
+    steps = [json.loads(l)["step"] for l in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"train"' in l]
+    assert steps == sorted(set(steps))  # one writer: each logging step once
+
+    # Metrics of one model, gathered from two processes, equal a single process's exactly.
+    single = ftkit("evaluate", tmp_path / "one", "--data", sentiment_files["test"], "--output", tmp_path / "e1.json", "--batch-size", "5")
+    ftkit("evaluate", tmp_path / "one", "--data", sentiment_files["test"], "--output", tmp_path / "e2.json", "--batch-size", "5", processes=2)
+    e1, e2 = (json.loads((tmp_path / f"e{i}.json").read_text()) for i in (1, 2))
+    assert e2["samples"] == 48
+    assert e2.pop("loss") == pytest.approx(e1.pop("loss"), abs=1e-6)
+    assert e1 == e2 and single.returncode == 0
+
+    # predict sharded over two processes: complete, in input order, the same lines as one process
+    rng = random.Random(5)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"{make_sentence(rng, rng.choice(['positive', 'negative']))} #{i}\n" for i in range(700)))  # two chunks
+    ftkit("predict", tmp_path / "one", texts, "--output", tmp_path / "p1.jsonl")
+    two_pred = ftkit("predict", tmp_path / "one", texts, "--output", tmp_path / "p2.jsonl", processes=2)
+    p1, p2 = ((tmp_path / f"p{i}.jsonl").read_text().splitlines() for i in (1, 2))
+    assert len(p2) == 700 and [json.loads(line)["text"].rsplit("#", 1)[1] for line in p2] == [str(i) for i in range(700)]
+    assert [json.loads(a)["label"] for a in p1] == [json.loads(b)["label"] for b in p2]
+    assert max(abs(json.loads(a)["score"] - json.loads(b)["score"]) for a, b in zip(p1, p2)) < 1e-5
+    assert two_pred.stderr.count("wrote 700 predictions") == 1
+
+
+def test_seq2seq_two_processes(tiny_models, summary_files, tmp_path):
+    data = ["--train", summary_files["train"], "--validation", summary_files["validation"], "--test", summary_files["test"]]
+    common = ["finetune", "summarization", "--model", tiny_models["t5"], *data, "--max-steps", "6", "--set", "generation.max_new_tokens=8", "--quiet"]
+    ftkit(*common, "--batch-size", "4", "-o", tmp_path / "two", processes=2)
+    m = metrics(tmp_path / "two")
+    assert m["test"]["samples"] == 15 and m["validation"]["samples"] == 13
+
+    # Generated sequences differ in length across processes: padded before gathering, the
+    # scores of one model equal a single process's.
+    ftkit("evaluate", tmp_path / "two", "--data", summary_files["test"], "--output", tmp_path / "e1.json", "--batch-size", "4")
+    ftkit("evaluate", tmp_path / "two", "--data", summary_files["test"], "--output", tmp_path / "e2.json", "--batch-size", "4", processes=2)
+    e1, e2 = (json.loads((tmp_path / f"e{i}.json").read_text()) for i in (1, 2))
+    assert e2["samples"] == 15
+    assert e2.pop("loss") == pytest.approx(e1.pop("loss"), abs=1e-5)
+    assert e1 == e2
+
+    # generation sharded over two processes: the same summaries, in input order
+    ftkit("predict", tmp_path / "two", summary_files["test"], "--output", tmp_path / "p1.jsonl", "--batch-size", "4")
+    ftkit("predict", tmp_path / "two", summary_files["test"], "--output", tmp_path / "p2.jsonl", "--batch-size", "4", processes=2)
+    assert (tmp_path / "p1.jsonl").read_text() == (tmp_path / "p2.jsonl").read_text()
+    assert len((tmp_path / "p2.jsonl").read_text().splitlines()) == 15
+
+
+def test_two_processes_stop_and_resume_exactly(tiny_models, sentiment_files, tmp_path):
+    """Ctrl-C reaches the launcher and both workers: each rank saves its RNG state into the same
+    checkpoint; resumed on two processes, the result equals an uninterrupted two-process run."""
+    data = ["--train", sentiment_files["train"], "--validation", sentiment_files["validation"], "--test", sentiment_files["test"]]
+    common = ["finetune", "sentiment", "--model", tiny_models["bert"], *data, "--epochs", "4", "--batch-size", "4",
+              "--learning-rate", "3e-3", "--set", "train.checkpoint_every=5", "--set", "train.logging_steps=1", "--quiet"]
+    ftkit(*common, "-o", tmp_path / "reference", processes=2)
+
+    out = tmp_path / "run"
+    launch = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(), "-m", "ftkit"]
+    proc = subprocess.Popen([*launch, *map(str, common), "-o", str(out)], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = out / "log.jsonl"
+        if log.exists() and any(json.loads(l).get("step", 0) >= 27 for l in log.read_text().splitlines() if l.endswith("}")):
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole process group
+    proc.wait(timeout=120)
+    assert not (out / "metrics.json").exists()
+    latest = checkpoints.latest(out)
+    assert latest is not None and {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in latest.iterdir()}
+
+    ftkit(*common, "-o", out, "--resume", processes=2)
+
+    a, b = metrics(tmp_path / "reference"), metrics(out)
+    for m in (a, b):
+        m["train"] = {k: v for k, v in m["train"].items() if k not in ("runtime_s", "samples_per_second", "eval_runtime_s")}
+    assert a == b
+    wa, wb = (load_file(str(d / "model" / "model.safetensors")) for d in (tmp_path / "reference", out))
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
