@@ -163,3 +163,21 @@ def test_two_processes_stop_and_resume_exactly(tiny_models, sentiment_files, tmp
     assert a == b
     wa, wb = (load_file(str(d / "model" / "model.safetensors")) for d in (tmp_path / "reference", out))
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+@pytest.mark.parametrize("recipe, arch", [("ner", "bert"), ("generation", "gpt2")])
+def test_token_classification_and_causal_lm_two_processes(recipe, arch, tiny_models, ner_files, sentiment_files, tmp_path):
+    """Per-word predictions (NER) and token losses (perplexity) gathered from two processes:
+    the metrics of one model equal a single process's."""
+    files = ner_files if recipe == "ner" else sentiment_files
+    data = ["--train", files["train"], "--validation", files["validation"], "--test", files["test"]]
+    ftkit("finetune", recipe, "--model", tiny_models[arch], *data, "--max-steps", "3", "--batch-size", "8", "--max-length", "80", "-o", tmp_path / "run", "--quiet", processes=2)
+    ftkit("evaluate", tmp_path / "run", "--data", files["test"], "--output", tmp_path / "e1.json", "--batch-size", "3")
+    ftkit("evaluate", tmp_path / "run", "--data", files["test"], "--output", tmp_path / "e2.json", "--batch-size", "3", processes=2)
+    e1, e2 = (json.loads((tmp_path / f"e{i}.json").read_text()) for i in (1, 2))
+    assert e2.pop("loss") == pytest.approx(e1.pop("loss"), abs=1e-5)  # float sums in another order
+    if recipe == "generation":
+        assert e2.pop("perplexity") == pytest.approx(e1.pop("perplexity"), rel=1e-5)  # exp(loss)
+    else:
+        assert e2["samples"] == 40
+    assert e1 == e2  # counts, and for NER every precision/recall/F1 per type
