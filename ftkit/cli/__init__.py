@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: clean exit 130 (training saves a checkpoint first)
     global invoked
-    invoked = list(sys.argv[1:] if argv is None else argv)
+    invoked = _resume_path(list(sys.argv[1:] if argv is None else argv))
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
     from typer.exceptions import Abort
 
     try:
         # Not standalone: click's own handling would print a multi-line usage box for a bad flag
         # and turn Ctrl-C into "Aborted!" with exit 1.
-        code = app(args=_resume_path(invoked), prog_name="ftkit", standalone_mode=False)
+        code = app(args=invoked, prog_name="ftkit", standalone_mode=False)
         if isinstance(code, int) and code:  # typer.Exit(code) returns its code here
             sys.exit(code)
     except NoArgsIsHelpError as err:

@@ -195,12 +195,13 @@ def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path 
 
 
 def _without_resume(argv: list[str]) -> list[str]:
-    """The command that started the run: resume flags (and their folder) dropped."""
+    """The command that started the run: resume flags (and their folder) dropped. main() has
+    already spelled `--resume PATH` as `--resume-from PATH`."""
     out, skip = [], False
-    for i, arg in enumerate(argv):
+    for arg in argv:
         if skip:
             skip = False
-        elif arg == "--resume-from" or (arg == "--resume" and i + 1 < len(argv) and Path(argv[i + 1]).is_dir()):
+        elif arg == "--resume-from":
             skip = True
         elif arg != "--resume" and not arg.startswith("--resume-from="):
             out.append(arg)
