@@ -1,14 +1,19 @@
 """The output folder contract.
 
     OUT/
-      model/          save_pretrained model + tokenizer (safetensors) + README.md model card;
-                      loads with transformers.pipeline(TASK, model="OUT/model")
+      model/          save_pretrained model + tokenizer (safetensors) + README.md model card
+                      (+ plots/ it shows); loads with transformers.pipeline(TASK, model="OUT/model").
+                      A LoRA run writes it with --merge only.
+      adapter/        LoRA runs: the PEFT adapter, tokenizer and card (see ftkit.lora)
+      plots/          PNGs: loss and learning rate, the recipe's metric per evaluation, and per
+                      family a confusion matrix, entity F1 bars or generated/reference lengths
       metrics.json    {"train": {...}, "validation": {...}, "test": {...}}
       config.yaml     the fully resolved config: `ftkit finetune OUT/config.yaml` reruns the run
       log.jsonl       one JSON object per logging step and per evaluation
+      tensorboard/    with --report-to tensorboard: the event files
 
-`model/` and `metrics.json` appear only complete: each is written under a temporary name and
-renamed into place.
+`model/`, `adapter/` and `metrics.json` appear only complete: each is written under a temporary
+name and renamed into place.
 """
 
 from __future__ import annotations
@@ -24,12 +29,7 @@ from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.models import max_positions
 
-RUN_FILES = ("model", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
-# pipeline task -> (example input, extra pipeline() arguments) for the model card
-USAGE = {
-    "text-classification": ("A gripping, beautifully shot film.", ""),
-    "token-classification": ("Angela Merkel met Emmanuel Macron in Paris.", ', aggregation_strategy="first"'),
-}
+RUN_FILES = ("model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
 
 
 def prepare_output_dir(out: Path, overwrite: bool) -> None:
@@ -98,114 +98,82 @@ def save_config(path: Path, config: RunConfig) -> None:
 
 
 def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:
-    """Write model/ (atomically), the model card, config.yaml and metrics.json."""
-    tmp = out / "model.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        limit = max_positions(model.config)
-        if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
-            tokenizer.model_max_length = limit
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(config, results, command, pipeline_tag), encoding="utf-8")
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
-        raise
-    final = out / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    """Write plots/, model/ and (LoRA) adapter/ (each atomically, with its card), config.yaml
+    and metrics.json. `model` is a PEFT model when config.lora.enabled."""
+    from ftkit import card, lora
+
+    plots = write_plots(out, config, results)
+    limit = max_positions(model.config)
+    if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
+        tokenizer.model_max_length = limit
+    if config.lora.enabled:
+        adapter_card = card.render(config, results, command, pipeline_tag, plots, adapter=True)
+        _write_folder(out, "adapter", lambda tmp: lora.save_adapter(tmp, model, tokenizer, lora.base_source(config.model)), adapter_card)
+        model = model.merge_and_unload() if config.lora.merge else None  # merged once the adapter is safe on disk
+    if model is not None:
+        model_card = card.render(config, results, command, pipeline_tag, plots)
+
+        def save_model(tmp: Path) -> None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+
+        _write_folder(out, "model", save_model, model_card)
     save_config(out / "config.yaml", config)
     write_json(out / "metrics.json", results)
 
 
-def model_card(config: RunConfig, results: dict, command: str, pipeline_tag: str) -> str:
-    """A README.md with Hub metadata, data, hyper-parameters, metrics and the command."""
-    import yaml
-
-    t, d = config.train, config.data
-    data_desc = ", ".join(f"{s}: {getattr(d, s)}" for s in ("train", "validation", "test") if getattr(d, s)) or (
-        f"{d.dataset}" + (f" ({d.dataset_config})" if d.dataset_config else "")
-    )
-    meta: dict[str, Any] = {
-        "library_name": "transformers",
-        "pipeline_tag": pipeline_tag,
-        "base_model": config.model,
-        "tags": ["ftkit", config.name, config.task],
-        "license": "other",  # placeholder: set the license that the base model and data allow
-    }
-    if d.dataset and not d.train:
-        meta["datasets"] = [d.dataset]
-    section = "test" if results.get("test") else "validation"
-    scores = results.get(section, {})
-    rows = [f"| {k} | {v:.4f} |" for k, v in scores.items() if isinstance(v, float)]
-    hp = {
-        "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,
-        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio, "max_length": t.max_length,
-        "seed": t.seed, "mixed_precision": t.mixed_precision,
-    }
-    lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {config.name}: {config.model} fine-tuned with ftkit", "",
-        config.description, "",
-        "## Data", "", f"- {data_desc}",
-        f"- {_columns_line(config)}", "",
-        f"## Metrics ({section})", "", "| metric | value |", "| --- | --- |", *rows, "",
-    ]
-    for group, title in (("per_class", "class"), ("per_type", "entity type")):  # classification / NER
-        if scores.get(group):
-            lines += [f"| {title} | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
-            lines += [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in scores[group].items()]
-            lines.append("")
-    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
-    if pipeline_tag in ("summarization", "translation"):  # transformers 5 removed these pipelines
-        use = [
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer", "",
-            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
-            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/folder")  # decodes with its generation_config',
-            f"inputs = tokenizer({d.prefix + example!r}, return_tensors=\"pt\")",
-            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
-        ]
-    else:
-        use = ["from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})', f"print(model({example!r}))"]
-    lines += [
-        "## Hyper-parameters", "", *[f"- {k}: {v}" for k, v in hp.items() if v is not None], "",
-        "## Reproduce", "", "```", command, "```", "",
-        "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
-        "## Use", "", "```python", *use, "```", "",
-    ]
-    return "\n".join(lines)
+def _write_folder(out: Path, name: str, fill: Any, readme: str) -> None:
+    """out/name written as out/name.tmp by `fill`, with README.md and the plots, then renamed."""
+    tmp, final = out / f"{name}.tmp", out / name
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        fill(tmp)
+        (tmp / "README.md").write_text(readme, encoding="utf-8")
+        if (out / "plots").is_dir():  # the card shows them: the folder must carry them to the Hub
+            shutil.copytree(out / "plots", tmp / "plots")
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
 
 
-def _columns_line(config: RunConfig) -> str:
-    """Which columns the run read, in the terms of its task family."""
-    d = config.data
-    if config.task == "seq2seq":
-        if d.source_lang and d.target_lang:
-            return f"translation {d.source_lang} -> {d.target_lang}" + (f", prefix `{d.prefix}`" if d.prefix else "")
-        return f"source column `{d.text_column}`, target column `{d.target_column}`" + (f", prefix `{d.prefix}`" if d.prefix else "")
-    if config.task == "causal-lm":
-        return f"text column `{d.text_column}`, blocks of {config.train.max_length} tokens"
-    return f"text column `{d.text_column}`, label column `{d.label_column}`"
+def write_plots(out: Path, config: RunConfig, results: dict) -> list[tuple[str, str]]:
+    """OUT/plots/*.png from log.jsonl and the metrics; [(file, caption)]. A plotting failure
+    warns and costs the plots, never the trained model."""
+    import sys
+
+    from ftkit import plots
+    from ftkit.runs import read_log
+
+    try:
+        log = read_log(out / "log.jsonl")
+        return plots.write_plots(out / "plots", log, results, config.metrics.primary, config.metrics.greater_is_better)
+    except OSError:
+        raise
+    except Exception as err:  # a bug in plotting: the run's real results still get saved
+        print(f"warning: plots not written ({type(err).__name__}: {err})", file=sys.stderr)
+        return []
 
 
 def resolve_model_dir(path: Path) -> tuple[Path, RunConfig | None]:
     """A run folder (OUT/) or a model folder -> (model folder, the run's config if any)."""
     if not path.exists():
         raise FtkitError(f"{path}: no such folder")
-    if (path / "model" / "config.json").is_file():
+    inner = path / "model" if (path / "model" / "config.json").is_file() else path / "adapter"
+    if (inner / "config.json").is_file() or (inner / "adapter_config.json").is_file():
         config_file = path / "config.yaml"
         config = from_dict(load_yaml_file(config_file), str(config_file)) if config_file.is_file() else None
-        return path / "model", config
-    if (path / "config.json").is_file():
+        return inner, config
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
         parent_config = path.parent / "config.yaml"
         config = None
-        if path.name == "model" and parent_config.is_file():
+        if path.name in ("model", "adapter") and parent_config.is_file():
             config = from_dict(load_yaml_file(parent_config), str(parent_config))
         return path, config
     raise FtkitError(
-        f"{path}: not an ftkit run folder (no model/config.json) nor a model folder (no config.json). "
+        f"{path}: not an ftkit run folder (no model/config.json or adapter/) nor a model folder (no config.json). "
         "Pass the --output-dir of a finished `ftkit finetune`, or a folder written by save_pretrained."
     )

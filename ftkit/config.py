@@ -22,6 +22,7 @@ TaskFamily = Literal["sequence-classification", "token-classification", "seq2seq
 TASK_FAMILIES: tuple[str, ...] = typing.get_args(TaskFamily)
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 CompileMode = Literal["no", "default", "reduce-overhead", "max-autotune"]
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
 @dataclass
@@ -87,6 +88,18 @@ class TrainConfig:
     # resumable checkpoints (OUT/checkpoints): every N optimizer steps, "epoch", or null for none
     checkpoint_every: str | None = "epoch"
     keep_checkpoints: int = 2  # the last N checkpoints are kept, plus the best model so far
+    # stop when the primary metric has not improved (by more than the threshold) for N evaluations;
+    # the best model is restored either way. null: train every step
+    early_stopping_patience: int | None = None
+    early_stopping_threshold: float = 0.0
+    # classification: weight the loss by n_samples / (n_classes * count of the class) (sklearn's
+    # 'balanced'), so a rare class (spam) counts as much as a common one; null: unweighted
+    class_weights: Literal["balanced"] | None = None
+    # experiment trackers through Accelerate (tensorboard writes OUT/tensorboard); [] or none: none
+    report_to: list[Tracker] = field(default_factory=list)
+
+    def trackers(self) -> list[str]:
+        return [t for t in self.report_to if t != "none"]
 
     def checkpoint_interval(self) -> int | str | None:
         """checkpoint_every as steps (int), "epoch", or None; check() has vetted the text."""
@@ -101,6 +114,19 @@ class MetricsConfig:
     primary: str = "accuracy"  # a key of metrics.json's split section; dots reach nested keys
     greater_is_better: bool = True
     mode: Literal["default", "strict"] = "default"  # NER (seqeval): strict = exact IOB2 entity matching
+
+
+@dataclass
+class LoraConfig:
+    """LoRA (PEFT): train small low-rank updates of chosen layers instead of every weight."""
+
+    enabled: bool = False
+    r: int = 8  # rank of the update matrices
+    alpha: int = 16  # the update is scaled by alpha / r
+    dropout: float = 0.1  # dropout on the LoRA branch's input
+    # null: the layers peft knows for the architecture (attention query/value), else every linear layer
+    target_modules: list[str] | None = None
+    merge: bool = False  # also save model/: the base with the update merged in (pipeline() loads it)
 
 
 @dataclass
@@ -126,6 +152,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     expect: dict[str, str] = field(default_factory=dict)  # metric -> bar, e.g. ">= 0.91"
 
     def __post_init__(self) -> None:
@@ -266,6 +293,18 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
     return keys
 
 
+def flatten(data: dict[str, Any], prefix: str = "", whole: tuple[str, ...] = ("expect",)) -> dict[str, Any]:
+    """A config dict as dotted keys ('train.learning_rate'); the `whole` sections stay one mapping
+    (expect: its metric names hold dots). An empty mapping leaves no key."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in whole:
+            out.update(flatten(value, f"{prefix}{key}.", whole))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def resolve_key(key: str) -> str:
     """Map a `--set` key to its dotted form; a unique leaf name ('learning_rate') is enough."""
     keys = all_keys()
@@ -316,6 +355,7 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
 FLAGS = {
     "train.epochs": "--epochs", "train.max_steps": "--max-steps", "train.batch_size": "--batch-size",
     "train.learning_rate": "--learning-rate", "train.max_length": "--max-length", "train.seed": "--seed",
+    "train.early_stopping_patience": "--early-stopping-patience", "lora.r": "--lora-r", "lora.alpha": "--lora-alpha",
 }
 
 
@@ -349,6 +389,8 @@ def check(config: RunConfig) -> None:
         "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
         "train.logging_steps": t.logging_steps,
         "train.keep_checkpoints": t.keep_checkpoints,
+        "lora.r": config.lora.r,
+        "lora.alpha": config.lora.alpha,
         "generation.num_beams": config.generation.num_beams,
         "generation.max_new_tokens": config.generation.max_new_tokens,
     }
@@ -357,6 +399,7 @@ def check(config: RunConfig) -> None:
         "train.eval_batch_size": t.eval_batch_size,
         "train.eval_steps": t.eval_steps,
         "train.eval_max_samples": t.eval_max_samples,
+        "train.early_stopping_patience": t.early_stopping_patience,
         "data.max_train_samples": d.max_train_samples,
         "data.max_eval_samples": d.max_eval_samples,
     }
@@ -382,6 +425,16 @@ def check(config: RunConfig) -> None:
     }.items():
         if value < 0:
             raise FtkitError(f"'{key}' must not be negative, got {value}; {how_to_set(key, '0')}")
+    if t.early_stopping_threshold < 0:
+        raise FtkitError(f"'train.early_stopping_threshold' must not be negative, got {t.early_stopping_threshold}")
+    if t.class_weights and config.task != "sequence-classification":
+        raise FtkitError(f"'train.class_weights' applies to sequence-classification recipes, not {config.task}; remove it")
+    if "none" in t.report_to and len(t.report_to) > 1:
+        raise FtkitError(f"'train.report_to' lists 'none' with trackers ({', '.join(t.report_to)}); give trackers or none")
+    if not 0 <= config.lora.dropout < 1:
+        raise FtkitError(f"'lora.dropout' must be in [0, 1), got {config.lora.dropout}")
+    if config.lora.merge and not config.lora.enabled:
+        raise FtkitError("--merge merges a LoRA adapter into the model: add --lora (or --set lora.enabled=true)")
     if t.warmup_ratio >= 1:
         raise FtkitError(f"'train.warmup_ratio' must be below 1, got {t.warmup_ratio}")
     for key, value in {"data.validation_fraction": d.validation_fraction, "data.test_fraction": d.test_fraction}.items():

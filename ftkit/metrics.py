@@ -17,7 +17,7 @@ def classification(y_true: Sequence[int], y_pred: Sequence[int], names: list[str
     sklearn's f1_score(average="macro") does; per-class entries cover every known class
     (a class never predicted nor present scores 0 with support 0).
     """
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     if len(y_true) == 0:
         raise FtkitError("no examples to evaluate")
@@ -34,6 +34,8 @@ def classification(y_true: Sequence[int], y_pred: Sequence[int], names: list[str
             name: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]), "support": int(sc[i])}
             for i, name in enumerate(names)
         },
+        # rows: gold class, columns: predicted class (sklearn's convention), every known class
+        "confusion_matrix": {"labels": list(names), "matrix": confusion_matrix(y_true, y_pred, labels=list(range(len(names)))).tolist()},
         "samples": len(y_true),
     }
 
@@ -96,6 +98,13 @@ def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
         "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
         "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
     }
+
+
+def length_counts(lengths: Sequence[int]) -> list[list[int]]:
+    """[[length, count], ...] sorted by length: a histogram that keeps every value, compactly."""
+    from collections import Counter
+
+    return [[length, count] for length, count in sorted(Counter(lengths).items())]
 
 
 def lookup(metrics: dict[str, Any], key: str) -> float | None:

@@ -80,7 +80,7 @@ def model_source(name_or_path: str) -> str:
     if path.exists():
         if not path.is_dir():
             raise FtkitError(f"{path}: is a file; pass the model folder (the one holding config.json)")
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():  # a model or a LoRA adapter
             raise FtkitError(
                 f"{path}: no config.json in this folder, so it is not a transformers model folder "
                 "(one written by save_pretrained). Pass that folder, or a Hub id like bert-base-uncased."

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ftkit import lora
 from ftkit.config import RunConfig
 from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
 from ftkit.errors import FtkitError, closest
@@ -48,6 +49,7 @@ class PredictOptions:
     temperature: float | None = None  # given: sample with this temperature
     top_p: float | None = None  # given: sample from the top-p nucleus
     stride: int | None = None  # token classification: overlap of windows over long inputs; None: the run's
+    seed: int | None = None  # generation: sampling seed, set once the model is loaded (loading may draw numbers)
 
 
     def generation_overrides(self) -> dict[str, Any]:
@@ -82,8 +84,12 @@ def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[A
 
     quiet_transformers()
     check_weights(str(model_dir))
-    task = get_task(family_of(load_model_config(str(model_dir)), run_config))
-    model = load_pretrained(getattr(transformers, task.AUTO_MODEL), str(model_dir))
+    if lora.is_adapter(model_dir):  # a LoRA run without --merge: base model + adapter, merged here
+        task = get_task(family_of(lora.model_config(model_dir), run_config))
+        model = lora.load_merged(getattr(transformers, task.AUTO_MODEL), model_dir)
+    else:
+        task = get_task(family_of(load_model_config(str(model_dir)), run_config))
+        model = load_pretrained(getattr(transformers, task.AUTO_MODEL), str(model_dir))
     procs = processes()
     device = procs.device if procs else "cuda" if torch.cuda.is_available() else "cpu"  # launched: this process's device
     model.to(device).eval()
@@ -159,6 +165,10 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
         options.pipeline_tag = task.pipeline_tag(run_config)
         if options.stride is None:  # windows overlap as in training
             options.stride = run_config.train.stride
+    if options.seed is not None:
+        from transformers import set_seed
+
+        set_seed(options.seed)
     run = task.predictor(model, tokenizer, options)
     records = records_from(input_path, text_column, run_config, encoding)
     if done:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftkit import artifacts, checkpoints, metrics
+from ftkit import artifacts, checkpoints, lora, metrics
 from ftkit.batching import LengthGroupedBatches
-from ftkit.config import RunConfig
+from ftkit.config import RunConfig, flatten
 from ftkit.data import load_splits
 from ftkit.errors import FtkitError
 from ftkit.models import check_weights, freeze_unsaved, load_model_config, load_tokenizer, max_positions, model_source, quiet_transformers
@@ -41,7 +41,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     """
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
@@ -62,6 +62,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         for note in split.notes:
             reporter.note(note)
     tokenizer = load_tokenizer(config.model, task.PREFIX_SPACE)
+    trackers = t.trackers()
 
     precision = resolve_precision(t.mixed_precision)
     if torch.cuda.is_available():  # TF32 tensor cores for what runs in fp32 (bf16 autocast covers most)
@@ -69,6 +70,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     accelerator = Accelerator(
         mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         dataloader_config=DataLoaderConfiguration(non_blocking=True),  # with pinned memory: async copies
+        log_with=trackers or None, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard")),
     )
     reporter.main_process = accelerator.is_main_process
     set_seed(t.seed)
@@ -81,6 +83,15 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         reporter.note(note)
     model = task.load_model(source, prepared, tokenizer, config)
     freeze_unsaved(model)  # else the saved model would differ from the one scored
+    if config.lora.enabled:
+        model = lora.wrap(model, config)
+    trainable, parameters = lora.parameter_counts(model)
+    if config.lora.enabled:
+        reporter.note(f"LoRA r={config.lora.r}, alpha={config.lora.alpha}: {trainable:,} of {parameters:,} parameters train ({100 * trainable / parameters:.2f}%)")
+    class_weights = dict(zip(prepared.names, task.class_weights(prepared))) if t.class_weights else None  # classification only (check())
+    loss_weights = torch.tensor(list(class_weights.values()), dtype=torch.float32, device=accelerator.device) if class_weights else None
+    if class_weights:
+        reporter.note("class weights (balanced): " + ", ".join(f"{n} {w:.3f}" for n, w in class_weights.items()))
 
     # Tensor cores want lengths that are multiples of 8 under mixed precision; CUDA graphs want
     # few distinct shapes: lengths padded to multiples of 32 give max_length / 32 of them.
@@ -119,6 +130,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     forward = compiled(model, t.compile)  # the training step only: evaluation and generate() stay eager
     graphs = t.compile == "reduce-overhead" and accelerator.device.type == "cuda"
+    if trackers:  # only the main process logs; the config is what the run was asked to do
+        accelerator.init_trackers(config.name, config=tracker_config(config), init_kwargs={"wandb": {"name": out.name}, "mlflow": {"run_name": out.name}})
 
     def evaluate(split: str) -> dict[str, Any]:
         return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split)
@@ -128,6 +141,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     state: dict[str, Any] = {  # everything a checkpoint must hold besides accelerate's own state
         "step": 0, "epoch": 0, "batches": 0, "last_eval": -1, "best_step": None, "best_value": None, "best_metrics": {},
         "samples": 0, "train_time": 0.0, "eval_time": 0.0, "loss_sum": 0.0, "loss_count": 0, "loss_total": 0.0, "loss_total_count": 0,
+        "stale_evals": 0, "stopped_early": False,  # early stopping: evaluations since the metric last improved
     }
     best_state = None
     if resume is not None:
@@ -156,11 +170,21 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         state["eval_time"] += time.perf_counter() - began
         value = metrics.lookup(result, config.metrics.primary)
         log.write({"type": "eval", "split": "validation", "step": state["step"], "epoch": round(epoch, 4), **result})
+        accelerator.log(scalars("validation", result), step=state["step"])
         reporter.eval_line(state["step"], epoch, config.metrics.primary, value, result.get("loss"))
-        if value is not None and metrics.is_better(value, state["best_value"], config.metrics.greater_is_better):
+        previous = state["best_value"]
+        if value is not None and metrics.is_better(value, previous, config.metrics.greater_is_better):
             state.update(best_value=value, best_step=state["step"], best_metrics={**result, "step": state["step"], "epoch": round(epoch, 4)})
             # Keep the best weights on the CPU; they become the saved model at the end.
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.get_state_dict(model).items()}
+        if t.early_stopping_patience:
+            gain = None if value is None or previous is None else (value - previous) * (1 if config.metrics.greater_is_better else -1)
+            improved = value is not None and not math.isnan(value) and (previous is None or gain > t.early_stopping_threshold)
+            state["stale_evals"] = 0 if improved else state["stale_evals"] + 1
+            if state["stale_evals"] >= t.early_stopping_patience:
+                state["stopped_early"] = True
+                reporter.note(f"early stopping at step {state['step']}: {config.metrics.primary} has not improved for "
+                              f"{state['stale_evals']} evaluation(s); keeping the best model (step {state['best_step']})")
 
     def checkpoint() -> Path:
         nonlocal saved_step, segment_start
@@ -182,7 +206,12 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                 with accelerator.accumulate(model):
                     if graphs:  # a new step: CUDA graph outputs of the last one may be overwritten
                         torch.compiler.cudagraph_mark_step_begin()
-                    loss = forward(**{k: v for k, v in batch.items() if k not in task.META_KEYS}).loss
+                    inputs = {k: v for k, v in batch.items() if k not in task.META_KEYS}
+                    if loss_weights is None:
+                        loss = forward(**inputs).loss
+                    else:  # the model's own loss is unweighted: weigh each class by its rarity
+                        labels = inputs.pop("labels")
+                        loss = torch.nn.functional.cross_entropy(forward(**inputs).logits.float(), labels, weight=loss_weights)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and t.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -208,6 +237,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                     speed = window_samples / elapsed if elapsed > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]
                     log.write({"type": "train", "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": mean_loss, "learning_rate": lr, "samples_per_second": speed})
+                    accelerator.log({"train/loss": mean_loss, "train/learning_rate": lr, "train/samples_per_second": speed}, step=step)
                     reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
                     loss_sum.zero_()
                     state["loss_count"], window_samples, window_start = 0, 0, time.perf_counter()
@@ -216,17 +246,19 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                 if t.eval_steps and step % t.eval_steps == 0:
                     validate(step / steps_per_epoch)
                     window_start = time.perf_counter()  # evaluation time is not training speed
-                if step >= total_steps:
+                if step >= total_steps or state["stopped_early"]:
                     break
                 if isinstance(every, int) and step % every == 0:
                     checkpoint()
                 if _stop_requested(stop, accelerator):
                     raise _interrupted(stop, checkpoint() if saved_step != step else checkpoints.latest(out), command, out)
-            if state["step"] >= total_steps:
+            if state["step"] >= total_steps or state["stopped_early"]:
                 break
             if not t.eval_steps:
                 validate(state["step"] / steps_per_epoch)
                 window_start = time.perf_counter()
+                if state["stopped_early"]:
+                    break
             if every == "epoch" and epoch + 1 < epochs:
                 state["epoch"], state["batches"] = epoch + 1, 0
                 checkpoint()
@@ -234,6 +266,9 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                 state["epoch"], state["batches"] = epoch + 1, 0
                 raise _interrupted(stop, checkpoint() if saved_step != state["step"] else checkpoints.latest(out), command, out)
     step = state["step"]
+    if state["loss_count"]:  # steps since the last logging step (early stopping): part of the mean loss
+        state["loss_total"] += accelerator.reduce(loss_sum, reduction="mean").item()
+        state["loss_total_count"] += state["loss_count"]
     if state["last_eval"] != step:  # the final weights are always a candidate for the best model
         validate(step / steps_per_epoch)
     state["train_time"] += time.perf_counter() - segment_start
@@ -253,12 +288,17 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
             "epochs": round(step / steps_per_epoch, 4),
             "samples": samples,
             "eval_runtime_s": eval_time,
+            "trainable_parameters": trainable,
+            "parameters": parameters,
+            **({"stopped_early": state["stopped_early"]} if t.early_stopping_patience else {}),
+            **({"class_weights": class_weights} if class_weights else {}),
         },
         "validation": state["best_metrics"],
     }
     if "test" in eval_dls:
         results["test"] = evaluate("test")
         log.write({"type": "eval", "split": "test", "step": step, **results["test"]})
+        accelerator.log(scalars("test", results["test"]), step=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         try:
@@ -270,6 +310,26 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
+
+
+def check_trackers(trackers: list[str]) -> None:
+    """Refuse a tracker whose package is missing before any work, naming the install."""
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    found = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    for name in trackers:
+        if not found[name]():
+            raise FtkitError(f"--report-to {name}: the {name} package is not installed; pip install {name} (or drop --report-to {name})")
+
+
+def tracker_config(config: RunConfig) -> dict[str, Any]:
+    """The run config as flat scalars: what trackers accept as hyper-parameters."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config.to_dict()).items()}
+
+
+def scalars(split: str, result: dict[str, Any]) -> dict[str, float]:
+    """Every numeric metric of a split, as 'split/name' (per_class.spam.f1 included)."""
+    return {f"{split}/{key}": metrics.lookup(result, key) for key in metrics.available(result) if key not in ("step", "epoch")}
 
 
 def compiled(model: Any, mode: str) -> Any:

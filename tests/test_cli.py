@@ -70,7 +70,8 @@ def test_output_folder_contract(runs, arch):
 
     card = (model / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["pipeline_tag"] == "text-classification" and front["base_model"]
+    assert front["pipeline_tag"] == "text-classification"
+    assert "base_model" not in front  # a local base model: Hub metadata takes Hub ids only
     assert "ftkit finetune" in card and "learning_rate" in card
 
 
@@ -327,3 +328,63 @@ def test_predict_streams(runs, monkeypatch):
         run = task.predictor(model, tokenizer, predict_module.PredictOptions(batch_size=batch, max_length=32))
         predict_module._write_all(run, endless(), Sink(), batch)
     assert stop.value.value == batch * predict_module.CHUNK_BATCHES
+
+
+@pytest.mark.parametrize("arch", ["bert", "t5"])
+def test_model_card_metadata_metrics_and_plots(runs, arch):
+    """The card's metadata parses as the Hub parses it, its results are metrics.json's, and every
+    plot it shows is in OUT/plots and in model/plots (which travels with the model to the Hub)."""
+    import re
+
+    from huggingface_hub import ModelCard
+
+    run = runs[arch]
+    card = ModelCard.load(run / "model" / "README.md")
+    data = card.data
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert data.pipeline_tag == "text-classification" and data.license == "other" and data.library_name == "transformers"
+    assert data.metrics == ["accuracy", "f1", "precision", "recall"] and {"ftkit", "sentiment"} <= set(data.tags)
+    results = {r.metric_name: r for r in data.eval_results}
+    assert set(results) == {"accuracy", "precision", "recall", "f1"}  # the recipe's metric (accuracy) first
+    assert data.eval_results[0].metric_name == "accuracy"
+    for name, result in results.items():
+        assert result.metric_value == round(test[name], 6) and result.dataset_split == "test"
+    shown = re.findall(r"!\[[^\]]+\]\(plots/([^)]+)\)", card.text)
+    assert shown[:2] == ["loss.png", "metric.png"] and "confusion_matrix.png" in shown
+    assert sorted(shown) == sorted(p.name for p in (run / "plots").iterdir())
+    for name in shown:
+        png = (run / "plots" / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == (run / "model" / "plots" / name).read_bytes()
+    assert "## Intended use" in card.text and "Classifies a text into one of: negative, positive." in card.text
+    assert f"--output-dir {run}" in card.text.split("## Reproduce", 1)[1]
+
+
+def test_confusion_matrix_agrees_with_the_scores(runs):
+    test = json.loads((runs["bert"] / "metrics.json").read_text())["test"]
+    matrix = test["confusion_matrix"]
+    assert matrix["labels"] == ["negative", "positive"]
+    counts = matrix["matrix"]
+    assert sum(map(sum, counts)) == test["samples"] == 48
+    assert (counts[0][0] + counts[1][1]) / 48 == test["accuracy"]
+    for i, name in enumerate(matrix["labels"]):
+        assert sum(counts[i]) == test["per_class"][name]["support"]  # rows are gold
+        column = counts[0][i] + counts[1][i]
+        assert (counts[i][i] / column if column else 0.0) == pytest.approx(test["per_class"][name]["precision"])
+
+
+def test_card_of_a_hub_recipe_names_base_model_and_dataset():
+    """With a Hub model and dataset (what users run), the metadata links both."""
+    from huggingface_hub import ModelCard
+
+    from ftkit.card import render
+    from ftkit.recipes import load_config
+
+    config, _ = load_config("spam")
+    results = {"test": {"accuracy": 0.98, "f1": 0.95, "loss": 0.1, "samples": 558,
+                        "per_class": {"ham": {"precision": 0.99, "recall": 0.99, "f1": 0.99, "support": 483},
+                                      "spam": {"precision": 0.93, "recall": 0.94, "f1": 0.9345678, "support": 75}}}}
+    card = ModelCard(render(config, results, "ftkit finetune spam", "text-classification", plots=[]))
+    assert card.data.base_model == "bert-base-uncased" and card.data.datasets == ["ucirvine/sms_spam"]
+    first = card.data.eval_results[0]
+    assert (first.metric_name, first.metric_value, first.dataset_type) == ("per_class.spam.f1", 0.934568, "ucirvine/sms_spam")
+    assert "## Plots" not in card.text

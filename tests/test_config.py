@@ -111,7 +111,7 @@ def test_from_dict_rejects_a_non_mapping(data, expected):
 def test_unknown_top_level_key_suggests_the_closest_and_lists_valid_keys():
     message = error_of(from_dict, minimal(trian={"epochs": 1}), SRC)
     assert message.startswith(f"{SRC}: unknown key 'trian'. Did you mean 'train'?")
-    assert "Valid keys: name, task, model, description, data, train, metrics, generation, expect" in message
+    assert "Valid keys: name, task, model, description, data, train, metrics, generation, lora, expect" in message
 
 
 def test_unknown_nested_key_names_its_section_and_the_closest():

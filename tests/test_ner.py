@@ -324,6 +324,8 @@ def test_output_folder_contract(ner_runs, ner_files, arch):
         assert set(section["per_type"]["PER"]) == {"precision", "recall", "f1", "support"}
         assert section["words_unscored"] == 0
     assert metrics["test"]["f1"] >= 0.9, "the tiny model should learn the fixture entities"
+    assert {"loss.png", "metric.png", "entity_f1.png"} <= {p.name for p in (run / "plots").glob("*.png")}
+    assert "](plots/entity_f1.png)" in (model / "README.md").read_text() and (model / "plots" / "entity_f1.png").is_file()
 
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["task"] == "token-classification"

@@ -276,8 +276,8 @@ RUNS = {
     "t5-translation": ("translation", "t5", "rows", LANGS),
     "marian-translation": ("translation", "marian", "aligned", LANGS),
 }
-SUMMARY_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "loss", "samples"}
-TRANSLATION_KEYS = {"bleu", "chrf", "gen_len", "loss", "samples"}
+SUMMARY_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "lengths", "loss", "samples"}
+TRANSLATION_KEYS = {"bleu", "chrf", "gen_len", "lengths", "loss", "samples"}
 
 
 @pytest.fixture(scope="module")
@@ -349,11 +349,24 @@ def test_output_folder_contract(runs, files, name):
     assert metrics["train"]["samples"] == EPOCHS * SIZES["train"]  # every row once per epoch
     for split in ("validation", "test"):
         assert 0 < metrics[split]["gen_len"] <= 12  # generation.max_new_tokens
-        assert all(0 <= metrics[split][k] <= (1 if recipe == "summarization" else 100) for k in keys - {"gen_len", "loss", "samples"})
+        assert all(0 <= metrics[split][k] <= (1 if recipe == "summarization" else 100) for k in keys - {"gen_len", "lengths", "loss", "samples"})
     vocab_size = json.loads((run / "model" / "config.json").read_text())["vocab_size"]
     assert metrics["test"]["loss"] < 0.6 * math.log(vocab_size), "the tiny model should learn the fixture a little"
     evals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["type"] == "eval"]
     assert [r["samples"] for r in evals] == [EVAL_CAP] * (len(evals) - 1) + [SIZES["test"]] and evals[-1]["split"] == "test"
+
+    # lengths: every example once, references counted in target tokens (specials left out)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    _, references = sources_and_targets(files, name, "test")
+    lengths = metrics["test"]["lengths"]
+    assert lengths["unit"] == "tokens" and sum(c for _, c in lengths["generated"]) == SIZES["test"]
+    expected = sorted(len(tokenizer(text_target=r, add_special_tokens=False)["input_ids"]) for r in references)
+    assert [length for length, count in lengths["reference"] for _ in range(count)] == expected
+    mean = sum(length * count for length, count in lengths["generated"]) / SIZES["test"]
+    assert mean == pytest.approx(metrics["test"]["gen_len"])
+    assert {"loss.png", "metric.png", "lengths.png"} <= {p.name for p in (run / "plots").glob("*.png")}
 
     generation = json.loads((run / "model" / "generation_config.json").read_text())
     assert (generation["num_beams"], generation["max_new_tokens"]) == (4, 12)  # the recipe's beams, our --set
@@ -460,6 +473,7 @@ def test_evaluate_equals_the_test_metrics(runs, files, cli, tmp_path, name):
     expected = json.loads((runs[name] / "metrics.json").read_text())["test"]
     result = json.loads(out.read_text())
     assert set(result) == set(expected) and result["samples"] == SIZES["test"]
+    assert result.pop("lengths") == expected.pop("lengths")  # the same generations, token for token
     assert result == pytest.approx(expected, rel=1e-5, abs=1e-9)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import typer
 
-from ftkit.cli import finetune, inference, recipes
+from ftkit.cli import env, finetune, inference, recipes, runs
 from ftkit.errors import FtkitError
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # the shells Typer writes completion for
 invoked: list[str] = []  # the arguments of this `ftkit` call, for the command a run records
 
 app = typer.Typer(
@@ -28,6 +29,8 @@ app.command("reproduce", no_args_is_help=True)(finetune.reproduce)
 app.command("evaluate", no_args_is_help=True)(inference.evaluate)
 app.command("predict", no_args_is_help=True)(inference.predict)
 app.add_typer(recipes.app, name="recipes")
+app.add_typer(runs.app, name="runs")
+app.command("env")(env.env)
 
 
 def _version(value: bool) -> None:
@@ -59,8 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     from typer.exceptions import Abort
 
     try:
+        if shell_request := _shell_request(invoked):
+            _completion_script(*shell_request)
+            return
         # Not standalone: click's own handling would print a multi-line usage box for a bad flag
-        # and turn Ctrl-C into "Aborted!" with exit 1.
+        # and turn Ctrl-C into "Aborted!" with exit 1. Completion still works: with _FTKIT_COMPLETE
+        # set, Typer answers and exits (SystemExit) before any of the handling below.
         code = app(args=invoked, prog_name="ftkit", standalone_mode=False)
         if isinstance(code, int) and code:  # typer.Exit(code) returns its code here
             sys.exit(code)
@@ -99,6 +106,33 @@ def _resume_path(argv: list[str]) -> list[str]:
         if arg == "--resume" and not out[i + 1].startswith("-") and Path(out[i + 1]).is_dir():
             out[i] = "--resume-from"
     return out
+
+
+def _shell_request(argv: list[str]) -> tuple[str, str] | None:
+    """(flag, shell) for `--show-completion zsh` or `--install-completion=fish`, else None.
+
+    Typer's two flags take no value: they detect the running shell and ignore a name after them,
+    so `--show-completion bash` run from zsh printed zsh's script, and from sh (a Dockerfile's
+    RUN, a CI step) failed with "Shell dash not supported". A bare flag still goes to Typer.
+    """
+    if len(argv) == 1 and "=" in argv[0]:
+        argv = argv[0].split("=", 1)
+    if len(argv) == 2 and argv[0] in ("--show-completion", "--install-completion"):
+        return argv[0], argv[1]
+    return None
+
+
+def _completion_script(flag: str, shell: str) -> None:
+    """Print, or install where Typer would, the completion script for the named shell."""
+    from typer._completion_shared import get_completion_script, install
+
+    if shell not in SHELLS:
+        raise FtkitError(f"{flag}: unknown shell '{shell}'; choose one of {', '.join(SHELLS)}")
+    if flag == "--show-completion":
+        typer.echo(get_completion_script(prog_name="ftkit", complete_var="_FTKIT_COMPLETE", shell=shell))
+    else:
+        _, path = install(shell=shell, prog_name="ftkit", complete_var="_FTKIT_COMPLETE")
+        typer.echo(f"{shell} completion installed in {path}; it takes effect in a new terminal")
 
 
 def _one_line(message: str) -> str:

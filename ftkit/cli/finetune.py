@@ -12,10 +12,10 @@ import typer
 
 from ftkit.cli import options as o
 from ftkit.cli.tables import print_bars, print_metrics
-from ftkit.config import RunConfig, apply_overrides, parse_set
+from ftkit.config import RunConfig, apply_overrides, flatten, parse_set
 from ftkit.errors import FtkitError
 
-RecipeArg = Annotated[str, typer.Argument(help="A recipe name (see `ftkit recipes list`) or a YAML file.", show_default=False)]
+RecipeArg = Annotated[str, typer.Argument(help="A recipe name (see `ftkit recipes list`) or a YAML file.", show_default=False, autocompletion=o.recipe_names)]
 
 # flag -> config key; a flag left out keeps the recipe's value
 FLAG_KEYS = {
@@ -25,6 +25,9 @@ FLAG_KEYS = {
     "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
     "seed": "train.seed", "mixed_precision": "train.mixed_precision", "fmt": "data.format", "strict": "data.strict",
     "source_lang": "data.source_lang", "target_lang": "data.target_lang", "compile_": "train.compile",
+    "early_stopping_patience": "train.early_stopping_patience", "class_weights": "train.class_weights",
+    "report_to": "train.report_to", "lora": "lora.enabled", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout", "merge": "lora.merge",
 }
 
 
@@ -54,6 +57,14 @@ def finetune(
     seed: o.SeedOpt = None,
     mixed_precision: o.PrecisionOpt = None,
     compile_: o.CompileOpt = None,
+    early_stopping_patience: o.EarlyStoppingOpt = None,
+    class_weights: o.ClassWeightsOpt = None,
+    lora: o.LoraOpt = False,
+    lora_r: o.LoraROpt = None,
+    lora_alpha: o.LoraAlphaOpt = None,
+    lora_dropout: o.LoraDropoutOpt = None,
+    merge: o.MergeOpt = False,
+    report_to: o.ReportToOpt = None,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")] = None,
@@ -125,6 +136,9 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
 
     o.apply_policy(args.get("trust_remote_code", False), args.get("allow_pickle", False))
     config, notes = resolve(args)
+    from ftkit.train import check_trackers
+
+    check_trackers(config.train.trackers())  # a missing package fails before any folder is made
     checkpoint = None
     if args.get("resume") or args.get("resume_from"):
         if args.get("overwrite"):
@@ -159,7 +173,7 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
 
 
 # Settings a resumed run may change: they do not alter what is computed.
-RESUME_MAY_CHANGE = ("train.checkpoint_every", "train.keep_checkpoints")
+RESUME_MAY_CHANGE = ("train.checkpoint_every", "train.keep_checkpoints", "train.report_to")
 
 
 def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path | None) -> tuple[Path, Path]:
@@ -182,8 +196,8 @@ def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path 
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         raise FtkitError(f"{saved_file}: missing, so the run's settings are unknown; cannot resume {out}")
-    saved = _flat(from_dict(load_yaml_file(saved_file), str(saved_file)).to_dict())
-    now = _flat(config.to_dict())
+    saved = flatten(from_dict(load_yaml_file(saved_file), str(saved_file)).to_dict())
+    now = flatten(config.to_dict())
     changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE]
     if changed:
         diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
@@ -205,14 +219,4 @@ def _without_resume(argv: list[str]) -> list[str]:
             skip = True
         elif arg != "--resume" and not arg.startswith("--resume-from="):
             out.append(arg)
-    return out
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "expect":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
     return out

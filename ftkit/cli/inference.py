@@ -67,13 +67,9 @@ def predict(
             raise FtkitError(f"{flag} must be positive, got {value}")
     if top_p is not None and top_p > 1:
         raise FtkitError(f"--top-p must be in (0, 1], got {top_p}")
-    if seed is not None:
-        from transformers import set_seed
-
-        set_seed(seed)
     options = PredictOptions(
         batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
-        max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
     )
     count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume)
     if output is not None and o.main_process():

@@ -26,6 +26,14 @@ MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Token
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, head init, carved splits).", rich_help_panel="Training")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--mixed-precision", help="no, fp16 or bf16 \\[default: bf16 where the GPU supports it, else no].", rich_help_panel="Training")]
 CompileOpt = Annotated[Optional[str], typer.Option("--compile", help="torch.compile the training step: no, default, reduce-overhead (CUDA graphs; pays on long GPU runs) or max-autotune.", rich_help_panel="Training", show_default=False)]
+EarlyStoppingOpt = Annotated[Optional[int], typer.Option("--early-stopping-patience", help="Stop after N evaluations without a better recipe metric; the best model is kept.", rich_help_panel="Training", show_default=False)]
+ClassWeightsOpt = Annotated[Optional[str], typer.Option("--class-weights", help="Classification: 'balanced' weighs each class's loss by its rarity (for imbalanced data such as spam).", rich_help_panel="Training", show_default=False)]
+ReportToOpt = Annotated[Optional[str], typer.Option("--report-to", help="Trackers, comma-separated: tensorboard (writes OUT/tensorboard), wandb, mlflow, or none.", rich_help_panel="Run", show_default=False)]
+LoraOpt = Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (PEFT) instead of every weight; saves OUT/adapter.", rich_help_panel="LoRA")]
+LoraROpt = Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank \\[default: 8].", rich_help_panel="LoRA", show_default=False)]
+LoraAlphaOpt = Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA scaling numerator (update x alpha/r) \\[default: 16].", rich_help_panel="LoRA", show_default=False)]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="Dropout on the LoRA branch \\[default: 0.1].", rich_help_panel="LoRA", show_default=False)]
+MergeOpt = Annotated[bool, typer.Option("--merge", help="With --lora: also save model/, the base with the adapter merged in (loads in pipeline()).", rich_help_panel="LoRA")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, or conll to read a .txt file as CoNLL (token ... tag per line).", rich_help_panel="Model and data")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Refuse malformed input (IOB1 / broken NER tags) instead of repairing it.", rich_help_panel="Model and data")]
@@ -34,6 +42,13 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the interrup
 ResumeFromOpt = Annotated[Optional[Path], typer.Option("--resume-from", help="Continue from this run folder or checkpoints/step-N folder.", rich_help_panel="Run", show_default=False)]
 TrustRemoteCodeOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run Python code shipped in the model repository (off: only architectures transformers knows).", rich_help_panel="Security")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Load pickle weights (pytorch_model.bin), which can run code; default: safetensors only.", rich_help_panel="Security")]
+
+
+def recipe_names(incomplete: str) -> list[str]:
+    """Shell completion for a recipe argument: the registry's names (no torch import)."""
+    from ftkit.recipes import all_recipes
+
+    return [r.name for r in all_recipes() if r.name.startswith(incomplete)]
 
 
 def apply_policy(trust_remote_code: bool, allow_pickle: bool) -> None:

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
+from ftkit.cli import options as o
 from ftkit.errors import FtkitError
 
 app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Recipe name (see `ftkit recipes list`).", show_default=False)]
+NameArg = Annotated[str, typer.Argument(help="Recipe name (see `ftkit recipes list`).", show_default=False, autocompletion=o.recipe_names)]
 
 
 @app.command("list")

@@ -17,6 +17,7 @@ A family module provides:
   eval_outputs(model, batch) -> dict of tensors to gather across processes
   compute_metrics(gathered, prepared, split) -> dict
   predictor(model, tokenizer, options) -> function from input records to output records
+  class_weights(prepared)      classification only: per-class loss weights (train.class_weights)
 """
 
 from __future__ import annotations

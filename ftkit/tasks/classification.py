@@ -199,6 +199,22 @@ def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfi
     return model
 
 
+def class_weights(prepared: Prepared) -> list[float]:
+    """sklearn's 'balanced' weights from the training labels: n / (n_classes * count of the class).
+
+    A known class with no training example keeps weight 1 (it cannot be weighed by its count).
+    """
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(prepared.features["train"]["labels"])
+    present = np.unique(labels)
+    weights = [1.0] * len(prepared.names)
+    for label, weight in zip(present, compute_class_weight("balanced", classes=present, y=labels)):
+        weights[int(label)] = float(weight)
+    return weights
+
+
 def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     from transformers import DataCollatorWithPadding
 

@@ -193,6 +193,10 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     lengths = [sum(1 for t in row if t not in special) for row in generated.tolist()]
     result = metrics.rouge(texts, references) if prepared.suite == "rouge" else metrics.bleu(texts, references)
     result["gen_len"] = sum(lengths) / len(lengths)
+    # Lengths in the same unit (tokens, specials left out); references are counted whole, not
+    # cut at max_target_length, so the plot shows when generation stops short.
+    reference_lengths = [len(ids) for ids in prepared.tokenizer(text_target=references, add_special_tokens=False)["input_ids"]]
+    result["lengths"] = {"unit": "tokens", "generated": metrics.length_counts(lengths), "reference": metrics.length_counts(reference_lengths)}
     result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
     result["samples"] = len(texts)
     return result

@@ -1,0 +1,216 @@
+"""The model card (README.md) of a saved model or adapter: Hub metadata, what the model is for,
+its data, metrics, plots, training settings, the command that reproduces it, and how to load it.
+
+The metadata is built with huggingface_hub's ModelCardData, so the Hub reads it as it reads its
+own cards (base_model, datasets, metrics, pipeline_tag, license, and model-index results).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ftkit.config import RunConfig
+
+# pipeline task -> (example input, extra pipeline() arguments)
+USAGE = {
+    "text-classification": ("A gripping, beautifully shot film.", ""),
+    "token-classification": ("Angela Merkel met Emmanuel Macron in Paris.", ', aggregation_strategy="first"'),
+}
+# Hub metric ids per task family (huggingface.co/metrics); the table below lists every value
+HUB_METRICS = {
+    "sequence-classification": ["accuracy", "f1", "precision", "recall"],
+    "token-classification": ["seqeval", "f1", "precision", "recall"],
+    "causal-lm": ["perplexity"],
+}
+NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len")  # not scores for model-index
+AUTO_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification", "token-classification": "AutoModelForTokenClassification",
+    "seq2seq": "AutoModelForSeq2SeqLM", "causal-lm": "AutoModelForCausalLM",
+}
+
+
+def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, plots: list[tuple[str, str]], adapter: bool = False) -> str:
+    """README.md for model/ (adapter=False) or adapter/ (a LoRA adapter)."""
+    section = "test" if results.get("test") else "validation"
+    scores = results.get(section, {})
+    lines = [
+        "---", metadata_yaml(config, scores, section, pipeline_tag, adapter), "---", "",
+        f"# {config.name}: {config.model} fine-tuned with ftkit" + (" (LoRA adapter)" if adapter else ""), "",
+        config.description, "",
+        "## Intended use", "", *intended_use(config, scores, section, adapter), "",
+        "## Training data", "", f"- {_data_line(config)}", f"- {_columns_line(config)}", "",
+        f"## Metrics ({section})", "", *metrics_table(scores), "",
+    ]
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{caption}](plots/{name})\n\n*{caption}*\n" for name, caption in plots]
+    lines += [
+        "## Training", "", *training_lines(config, results.get("train", {})), "",
+        "## Reproduce", "", "```", command, "```", "",
+        "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
+        "## Use", "", "```python", *(adapter_usage(config, pipeline_tag) if adapter else usage(config, pipeline_tag)), "```", "",
+        "## Framework versions", "", *[f"- {name} {version}" for name, version in versions()], "",
+    ]
+    return "\n".join(lines)
+
+
+def metadata_yaml(config: RunConfig, scores: dict, section: str, pipeline_tag: str, adapter: bool) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    d = config.data
+    dataset = d.dataset if d.dataset and not d.train else None
+    hub_base = None if Path(config.model).expanduser().exists() else config.model  # a local path is no Hub id
+    results = [
+        EvalResult(
+            task_type=pipeline_tag, dataset_type=dataset or "local", dataset_name=dataset or _data_line(config),
+            dataset_config=d.dataset_config if dataset else None, dataset_split=section, metric_type=key.split(".")[-1],
+            metric_name=key, metric_value=round(value, 6),
+        )
+        for key, value in _scores(scores, config.metrics.primary)
+    ]
+    card = ModelCardData(
+        library_name="peft" if adapter else "transformers", pipeline_tag=pipeline_tag, base_model=hub_base,
+        datasets=[dataset] if dataset else None, metrics=_hub_metrics(config) or None,
+        license="other",  # placeholder: set the license that the base model and the data allow
+        tags=["ftkit", config.name, config.task] + (["lora"] if config.lora.enabled else []),
+        model_name=f"{config.name}-{Path(config.model).name}", eval_results=results or None,
+    )
+    return card.to_yaml()
+
+
+def _hub_metrics(config: RunConfig) -> list[str]:
+    if config.task == "seq2seq":
+        return ["bleu", "chrf"] if config.data.source_lang or config.metrics.primary in ("bleu", "chrf") else ["rouge"]
+    return HUB_METRICS.get(config.task, [])
+
+
+def _scores(scores: dict, primary: str) -> list[tuple[str, float]]:
+    """(name, value) of the split's top-level scores, the recipe's metric first (it may be nested)."""
+    from ftkit.metrics import lookup
+
+    out = [(k, float(v)) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_A_SCORE]
+    value = lookup(scores, primary)
+    if value is not None:
+        out = [(primary, value)] + [(k, v) for k, v in out if k != primary]
+    return out
+
+
+def intended_use(config: RunConfig, scores: dict, section: str, adapter: bool) -> list[str]:
+    """What the model does, for which data, and what was not checked."""
+    names = list(scores.get("per_class") or scores.get("per_type") or [])
+    does = {
+        "sequence-classification": f"Classifies a text into one of: {', '.join(names)}." if names else "Classifies a text.",
+        "token-classification": f"Tags the entities in a text (types: {', '.join(names)})." if names else "Tags the entities in a text.",
+        "seq2seq": "Translates a text." if config.data.source_lang else "Writes a short text (e.g. a summary or headline) from a longer one.",
+        "causal-lm": "Continues a text in the style of its training data.",
+    }[config.task]
+    lines = [
+        f"{does} It learned from the data below and was scored on its {section} split only: expect these "
+        "numbers on text like that data, and measure it on yours before relying on it "
+        "(`ftkit evaluate RUN_DIR --data your.jsonl`).",
+        "",
+        "Not checked: other domains or languages, robustness to adversarial input, and biases the base model "
+        "or the data carry. Do not use it for decisions about people without such checks.",
+    ]
+    if adapter:
+        lines += ["", "This folder is a LoRA adapter: it needs its base model to run (see Use below). "
+                  "`--merge` writes a standalone model that `pipeline()` loads directly."]
+    return lines
+
+
+def metrics_table(scores: dict) -> list[str]:
+    rows = ["| metric | value |", "| --- | --- |"]
+    rows += [f"| {k} | {v:.4f} |" for k, v in scores.items() if isinstance(v, float)]
+    for group, title in (("per_class", "class"), ("per_type", "entity type")):  # classification / NER
+        if scores.get(group):
+            rows += ["", f"| {title} | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
+            rows += [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in scores[group].items()]
+    return rows
+
+
+def training_lines(config: RunConfig, train: dict) -> list[str]:
+    t, lo = config.train, config.lora
+    hp: dict[str, Any] = {
+        "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,
+        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio, "max_length": t.max_length,
+        "seed": t.seed, "mixed_precision": t.mixed_precision, "class_weights": t.class_weights,
+        "early_stopping_patience": t.early_stopping_patience,
+    }
+    if lo.enabled:
+        hp["lora"] = f"r={lo.r}, alpha={lo.alpha}, dropout={lo.dropout}, target_modules={lo.target_modules or 'per architecture'}"
+    lines = [f"- {k}: {v}" for k, v in hp.items() if v is not None]
+    if train:
+        lines.append(f"- result: {train.get('steps')} optimizer steps ({train.get('epochs')} epochs) in {train.get('runtime_s', 0):.1f} s, "
+                     f"final training loss {train.get('loss', float('nan')):.4f}")
+        if train.get("parameters"):
+            lines.append(f"- trained parameters: {train['trainable_parameters']:,} of {train['parameters']:,}")
+        if train.get("stopped_early"):
+            lines.append("- stopped early: the recipe's metric stopped improving; the best evaluation's weights were kept")
+    return lines
+
+
+def usage(config: RunConfig, pipeline_tag: str) -> list[str]:
+    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
+    if pipeline_tag in ("summarization", "translation"):  # transformers 5 removed these pipelines
+        return [
+            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer", "",
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/folder")  # decodes with its generation_config',
+            f"inputs = tokenizer({config.data.prefix + example!r}, return_tensors=\"pt\")",
+            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
+        ]
+    return ["from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})', f"print(model({example!r}))"]
+
+
+def adapter_usage(config: RunConfig, pipeline_tag: str) -> list[str]:
+    """Base model (with this run's labels) + adapter, merged, then used like any model."""
+    from ftkit.lora import MODEL_CONFIG
+
+    auto = AUTO_CLASSES[config.task]
+    lines = [
+        "import json", "", "from peft import PeftModel",
+        f"from transformers import AutoConfig, AutoTokenizer, {auto}", "",
+        'folder = "path/to/this/folder"',
+        'base = json.load(open(f"{folder}/adapter_config.json"))["base_model_name_or_path"]',
+        f'config = AutoConfig.from_pretrained(f"{{folder}}/{MODEL_CONFIG}")  # labels of this run',
+        f"model = PeftModel.from_pretrained({auto}.from_pretrained(base, config=config), folder).merge_and_unload()",
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+    ]
+    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
+    if pipeline_tag in ("summarization", "translation"):
+        return lines + [
+            f"inputs = tokenizer({config.data.prefix + example!r}, return_tensors=\"pt\")",
+            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
+        ]
+    return lines + ["", "from transformers import pipeline", "", f'print(pipeline("{pipeline_tag}", model=model, tokenizer=tokenizer{extra})({example!r}))']
+
+
+def versions() -> list[tuple[str, str]]:
+    out = []
+    for name in ("ftkit", "transformers", "torch", "accelerate", "peft", "datasets", "tokenizers"):
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _data_line(config: RunConfig) -> str:
+    d = config.data
+    files = ", ".join(f"{s}: {Path(getattr(d, s)).name}" for s in ("train", "validation", "test") if getattr(d, s))
+    return files or f"{d.dataset}" + (f" ({d.dataset_config})" if d.dataset_config else "")
+
+
+def _columns_line(config: RunConfig) -> str:
+    """Which columns the run read, in the terms of its task family."""
+    d = config.data
+    if config.task == "seq2seq":
+        if d.source_lang and d.target_lang:
+            return f"translation {d.source_lang} -> {d.target_lang}" + (f", prefix `{d.prefix}`" if d.prefix else "")
+        return f"source column `{d.text_column}`, target column `{d.target_column}`" + (f", prefix `{d.prefix}`" if d.prefix else "")
+    if config.task == "causal-lm":
+        return f"text column `{d.text_column}`, blocks of {config.train.max_length} tokens"
+    return f"text column `{d.text_column}`, label column `{d.label_column}`"

@@ -1,0 +1,293 @@
+"""The run's plots, for its model card: the training curves, then one plot per task family.
+
+    loss.png              training loss and learning rate per step, validation loss per evaluation
+    metric.png            the primary metric per validation evaluation, best marked, test as a line
+    confusion_matrix.png  classification: counts, coloured by the fraction of each gold class
+    entity_f1.png         NER: F1 per entity type, support in the labels
+    lengths.png           seq2seq: generated vs reference lengths
+
+A plot whose data is missing is skipped, never an error. matplotlib is imported only when a
+plot is drawn (`ftkit --help` stays instant), through its object API: no pyplot, no backend
+switch, nothing global changed, so it works headless and in threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ftkit.metrics import lookup
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DPI = 100
+NAMES = ("loss.png", "metric.png", "confusion_matrix.png", "entity_f1.png", "lengths.png")
+ANNOTATE_MAX = 20  # above this many classes, counts in the cells would be unreadable
+
+
+def write_plots(folder: Path, log: list[dict], results: dict, primary: str, greater_is_better: bool = True) -> list[tuple[str, str]]:
+    """Write the PNGs that the data allows into `folder`; return (file name, caption) in card order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, caption, fig in figures(log, results, primary, greater_is_better):
+        tmp = folder / f".{name}.tmp"  # written, then renamed: never half a PNG under the real name
+        try:
+            fig.savefig(tmp, format="png", dpi=DPI)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            fig.clear()  # free its artists now, not at some later garbage collection
+        os.replace(tmp, folder / name)
+        written.append((name, caption))
+    for name in set(NAMES) - {name for name, _ in written}:  # an earlier run's plot would mislead
+        (folder / name).unlink(missing_ok=True)
+    return written
+
+
+def figures(log: list[dict], results: dict, primary: str, greater_is_better: bool = True) -> Iterator[tuple[str, str, Figure]]:
+    """(file name, caption, figure) for each plot the data allows, drawn one at a time."""
+    builders: list[tuple[str, Callable[[], Any]]] = [
+        ("loss.png", lambda: _loss(log)),
+        ("metric.png", lambda: _metric(log, _split(results, "test"), primary, greater_is_better)),
+        ("confusion_matrix.png", lambda: _confusion(*_final(results, "confusion_matrix"))),
+        ("entity_f1.png", lambda: _entity_f1(*_final(results, "per_type"))),
+        ("lengths.png", lambda: _lengths(*_final(results, "lengths"))),
+    ]
+    for name, build in builders:
+        made = build()
+        if made is not None:
+            yield name, made[1], made[0]
+
+
+def _loss(log: list[dict]) -> tuple[Figure, str] | None:
+    train = [r for r in log if r.get("type") == "train"]
+    x, loss, bad = _series(train, "loss")
+    lr_x, lr, _ = _series(train, "learning_rate")
+    val_x, val, val_bad = _series(_evals(log), "loss")
+    if not loss and not val:
+        return None
+    fig = _figure(8, 5.5 if lr else 4)
+    if lr:
+        ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        ax, ax_lr = fig.subplots(), None
+    if loss:
+        ax.plot(x, loss, color="C0", label="train", marker="o" if len(x) <= 50 else None, markersize=3)
+    if val:
+        ax.plot(val_x, val, "o", color="C1", label="validation")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss" + _dropped(bad + val_bad))
+    ax.legend()
+    _log_scale_if_wide(ax, loss + val)
+    if ax_lr is not None:
+        ax_lr.plot(lr_x, lr, color="C2", marker="o" if len(lr_x) <= 50 else None, markersize=3)
+        ax_lr.set_ylabel("learning rate")
+    _step_axis(ax_lr or ax)
+    parts = [part for part, present in (("training loss", loss), ("learning rate", lr)) if present]
+    if not parts:
+        return fig, "Validation loss at each evaluation."
+    return fig, " and ".join(parts).capitalize() + " per optimizer step" + (", with validation loss at each evaluation." if val else ".")
+
+
+def _metric(log: list[dict], test: dict, primary: str, greater_is_better: bool) -> tuple[Figure, str] | None:
+    x, y, bad = _series(_evals(log), primary)
+    if not y:
+        return None
+    pick = max if greater_is_better else min
+    best = pick(range(len(y)), key=y.__getitem__)  # the first best, as training keeps it
+    name = _text(primary)
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    ax.plot(x, y, color="C0", marker="o", markersize=4, label="validation")
+    ax.plot(x[best], y[best], "*", color="C3", markersize=16, label=f"best {y[best]:.4g} (step {_count(x[best])})")
+    test_value = _num(lookup(test, primary))
+    if test_value is not None:
+        ax.axhline(test_value, color="C2", linestyle="--", label=f"test {test_value:.4g}")
+    _step_axis(ax)
+    ax.set_ylabel(f"{name} ({'higher' if greater_is_better else 'lower'} is better)")
+    ax.set_title(f"Validation {name}" + _dropped(bad))
+    ax.legend()
+    _log_scale_if_wide(ax, y + ([test_value] if test_value is not None else []))
+    caption = f"Validation {primary} at each evaluation, the best (the saved model) starred"
+    return fig, caption + (", test score dashed." if test_value is not None else ".")
+
+
+def _confusion(split: str, cm: Any) -> tuple[Figure, str] | None:
+    import numpy as np
+
+    if not isinstance(cm, dict):
+        return None
+    try:
+        counts = np.asarray(cm.get("matrix"), dtype=float)
+    except (TypeError, ValueError):  # ragged rows, or not numbers
+        return None
+    n = counts.shape[0] if counts.ndim == 2 else 0
+    if n == 0 or counts.shape != (n, n) or not np.isfinite(counts).all():
+        return None
+    labels = cm.get("labels")
+    names = [_text(str(v), 24) for v in labels] if isinstance(labels, list) and len(labels) == n else [str(i) for i in range(n)]
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)  # a class with no gold rows stays 0
+    side = min(4.5 + 0.3 * n, 15)
+    fig = _figure(side + 1.5, side)
+    ax = fig.subplots()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the gold class")
+    size = 10 if n <= 10 else 8 if n <= 20 else 6
+    rotate = n > 6 or max(len(s) for s in names) > 6
+    ax.set_xticks(range(n), names, fontsize=size, rotation=45 if rotate else 0, ha="right" if rotate else "center", rotation_mode="anchor")
+    ax.set_yticks(range(n), names, fontsize=size)
+    if n <= ANNOTATE_MAX:
+        for i, j in np.ndindex(n, n):
+            ax.text(j, i, _count(counts[i, j]), ha="center", va="center", fontsize=10 if n <= 10 else 7,
+                    color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"Confusion matrix ({split}, {_count(counts.sum())} examples)")
+    return fig, f"Confusion matrix on the {split} split: counts, coloured by the fraction of each gold class."
+
+
+def _entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
+    if not isinstance(per_type, dict):
+        return None
+    rows = [(str(k), _num(v.get("f1")), v.get("support")) for k, v in per_type.items() if isinstance(v, dict)]
+    rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])  # barh draws upwards: best on top
+    if not rows:
+        return None
+    fig = _figure(7, min(1.5 + 0.4 * len(rows), 20))
+    ax = fig.subplots()
+    bars = ax.barh(range(len(rows)), [f1 for _, f1, _ in rows], color="C0")
+    ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+    labels = [_text(name, 30) + (f" (n={support})" if isinstance(support, int) else "") for name, _, support in rows]
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_xlim(0, 1.12)  # room for the value labels past a bar of 1.0
+    ax.set_xlabel("F1")
+    ax.set_title(f"Entity F1 per type ({split})")
+    return fig, f"F1 per entity type on the {split} split, support in brackets."
+
+
+def _lengths(split: str, lengths: Any) -> tuple[Figure, str] | None:
+    import numpy as np
+
+    if not isinstance(lengths, dict):
+        return None
+    series = {name: _pairs(lengths.get(name)) for name in ("generated", "reference")}
+    series = {name: pairs for name, pairs in series.items() if pairs}
+    if not series:
+        return None
+    values = [length for pairs in series.values() for length, _ in pairs]
+    lo, hi = math.floor(min(values)), math.ceil(max(values))
+    width = max(1, math.ceil((hi - lo + 1) / 40))  # at most ~40 bins, shared so the two compare
+    edges = np.arange(lo, hi + width + 1, width) - 0.5
+    unit = _text(str(lengths.get("unit") or "tokens"))
+    fig = _figure(8, 4.5)
+    ax = fig.subplots()
+    for name, pairs in series.items():
+        colour = "C0" if name == "generated" else "C1"
+        x, weights = zip(*pairs)
+        total = sum(weights)
+        mean = sum(v * c for v, c in pairs) / total
+        ax.hist(x, bins=edges, weights=weights, color=colour, alpha=0.5, label=f"{name} (n={total:g})")
+        ax.axvline(mean, color=colour, linestyle="--", linewidth=1.5, label=f"{name} mean {mean:.1f}")
+    ax.set_xlabel(f"length ({unit})")
+    ax.set_ylabel("examples")
+    ax.set_title(f"Output lengths ({split})")
+    ax.legend()
+    return fig, f"Generated and reference lengths on the {split} split, means dashed."
+
+
+# --- helpers
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure drawn by Agg, with no pyplot state: headless and thread-safe."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches itself to fig
+    return fig
+
+
+def _split(results: dict, split: str) -> dict:
+    scores = results.get(split)
+    return scores if isinstance(scores, dict) else {}
+
+
+def _final(results: dict, key: str) -> tuple[str, Any]:
+    """(split, results[split][key]) for the test split, else validation; (split, None) if neither has it."""
+    for split in ("test", "validation"):
+        if _split(results, split).get(key):
+            return split, results[split][key]
+    return "validation", None
+
+
+def _evals(log: list[dict]) -> list[dict]:
+    return [r for r in log if r.get("type") == "eval" and r.get("split") == "validation"]
+
+
+def _series(records: list[dict], key: str) -> tuple[list[float], list[float], int]:
+    """(steps, values, how many values were NaN/inf) of the records that hold `key` and a step."""
+    xs, ys, bad = [], [], 0
+    for record in records:
+        step, value = _num(record.get("step")), lookup(record, key)
+        if step is None or value is None:
+            continue
+        if math.isfinite(value):
+            xs.append(step)
+            ys.append(value)
+        else:
+            bad += 1
+    return xs, ys, bad
+
+
+def _pairs(value: Any) -> list[tuple[float, float]]:
+    """[[length, count], ...] -> the well-formed pairs (finite length >= 0, count > 0)."""
+    if not isinstance(value, list):
+        return []
+    pairs = []
+    for item in value:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            length, count = _num(item[0]), _num(item[1])
+            if length is not None and length >= 0 and count is not None and count > 0:
+                pairs.append((length, count))
+    return pairs
+
+
+def _num(value: Any) -> float | None:
+    """A finite number as float, else None (bools, strings, NaN and inf are not data)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _step_axis(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no tick at 22.5
+
+
+def _log_scale_if_wide(ax: Any, values: list[float]) -> None:
+    # Perplexity or an early loss can be 100x the final one; a linear axis flattens the rest.
+    if values and min(values) > 0 and max(values) / min(values) > 100:
+        ax.set_yscale("log")
+
+
+def _dropped(count: int) -> str:
+    return f" ({count} NaN/inf value{'s' if count > 1 else ''} not shown)" if count else ""
+
+
+def _count(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+
+
+def _text(text: str, limit: int = 80) -> str:
+    """User text made safe to draw: shortened, and '$' escaped (else it starts mathtext, which may fail)."""
+    short = text if len(text) <= limit else text[: limit - 1] + "…"
+    return short.replace("$", r"\$")
