@@ -128,6 +128,15 @@ def test_show_prints_the_run(runs, cli, sentiment_files):
             assert png.name in rows["plots/"][0]
 
 
+def test_show_lists_the_settings_a_run_changed(runs, cli):
+    """Beyond the key settings, `show` lists every train/lora key off ftkit's default, and no other."""
+    code, out, err = cli("runs", "show", runs["b/run"])
+    assert code == 0, err
+    _, rows = rich_rows(out)
+    assert rows["train.logging_steps"] == ["5"]
+    assert "train.group_by_length" not in rows and "lora.enabled" not in rows  # defaults stay quiet
+
+
 def test_show_unfinished_run(runs, cli, tmp_path):
     run = unfinished(runs["b/run"], tmp_path / "stopped")
     code, out, err = cli("runs", "show", run)

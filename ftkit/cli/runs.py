@@ -141,9 +141,17 @@ def _overview(run: Any) -> Table:
 def _settings(run: Any) -> Table:
     from ftkit.runs import KEY_SETTINGS, fmt_setting
 
+    from ftkit.config import RunConfig, flatten
+
     flat = run.settings()
     skip = {"name", "task", "model"}  # already in the overview
-    return _pairs("hyper-parameters", [(label, fmt_setting(flat.get(key), key in flat)) for label, key in KEY_SETTINGS if key not in skip])
+    pairs = [(label, fmt_setting(flat.get(key), key in flat)) for label, key in KEY_SETTINGS if key not in skip]
+    # and every training or LoRA setting the run changed from ftkit's default (class weights, early stopping, ...)
+    default = flatten(RunConfig(name="default", task="sequence-classification", model="default").to_dict(), whole=())  # train/lora defaults do not depend on the task
+    shown = {key for _, key in KEY_SETTINGS}
+    pairs += [(key, fmt_setting(value)) for key, value in flat.items()
+              if key.startswith(("train.", "lora.")) and key not in shown and value != default.get(key)]
+    return _pairs("hyper-parameters", pairs)
 
 
 def _metrics(run: Any) -> Table:
