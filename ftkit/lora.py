@@ -24,15 +24,34 @@ MODEL_CONFIG = "model_config.json"  # not config.json: transformers would take t
 PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal-lm": "CAUSAL_LM"}
 
 
-def target_modules(model_type: str, configured: list[str] | None) -> list[str] | str:
+def head_modules(model: Any, family: str) -> list[str]:
+    """A classifier's or tagger's new head: the top-level modules beside the pretrained body
+    (classifier; score; DistilBERT's pre_classifier too; T5's classification_head). They are
+    newly initialised, so they train in full. Generative families keep their pretrained LM head."""
+    if family not in ("sequence-classification", "token-classification"):
+        return []
+    body = model.base_model_prefix
+    return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
+
+
+def target_modules(model: Any, configured: list[str] | None, heads: list[str]) -> list[str]:
     """The recipe's layers, else PEFT's for the architecture (attention query and value, as in
-    the LoRA paper), else every linear layer but the output ("all-linear", as QLoRA does)."""
+    the LoRA paper), else every linear layer of the body (as QLoRA does), head and LM head apart."""
     if configured:
         return list(configured)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
-    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
-    return list(known) if known else "all-linear"
+    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model.config.model_type)
+    if known:
+        return list(known)
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    output = model.get_output_embeddings()
+    return sorted(
+        name for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and name.split(".")[0] not in heads and module is not output
+    )
 
 
 def wrap(model: Any, config: RunConfig) -> Any:
@@ -40,17 +59,18 @@ def wrap(model: Any, config: RunConfig) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     settings = config.lora
-    targets = target_modules(model.config.model_type, settings.target_modules)
+    heads = head_modules(model, config.task)
     peft_config = LoraConfig(
         task_type=TaskType[PEFT_TASKS[config.task]], r=settings.r, lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout, target_modules=targets,
+        lora_dropout=settings.dropout, target_modules=target_modules(model, settings.target_modules, heads),
+        modules_to_save=heads or None,
     )
     try:
         with warnings.catch_warnings():  # GPT-2's Conv1D: PEFT notes that it flips fan_in_fan_out itself
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)  # PEFT calls an API transformers 5 deprecates
             return get_peft_model(model, peft_config)
-    except ValueError as err:  # e.g. target modules not found in the model
+    except (ValueError, TypeError) as err:  # e.g. target modules not found in the model
         raise FtkitError(
             f"--lora: {str(err).splitlines()[0][:300]}. Name layers of this '{model.config.model_type}' model with "
             "--set lora.target_modules=[name,...] (e.g. query,value)"

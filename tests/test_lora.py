@@ -187,3 +187,34 @@ def test_bad_lora_settings_are_one_line_errors(tiny_models, sentiment_files, cli
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "adapter").exists()
+
+
+def test_architecture_without_a_peft_default_adapts_every_body_linear(sentiment_files, cli, tmp_path):
+    """DistilBERT is not in PEFT's table: every linear layer of the body gets an adapter, and the
+    whole new head (pre_classifier + classifier, both newly initialised) trains in full."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import DistilBertConfig, DistilBertModel
+
+    from conftest import _bert_tokenizer, _save
+
+    tokenizer = _bert_tokenizer()
+    torch.manual_seed(0)
+    body = DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128))
+    base = _save(tmp_path / "distilbert", body, tokenizer)
+    run = tmp_path / "run"
+    code, _, err = cli("finetune", "sentiment", "--model", base, "--train", sentiment_files["train"], "--test", sentiment_files["test"],
+                       "-o", run, *LORA, "--max-steps", "4", "--batch-size", "16", "--quiet")
+    assert code == 0, err
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    expected = {f"distilbert.transformer.layer.{i}.{m}" for i in range(2) for m in
+                ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2")}
+    assert set(config["target_modules"]) == expected
+    adapter = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert any("pre_classifier" in k for k in adapter) and any(k.split(".")[-3:-1] == ["classifier", "weight"] or "classifier.weight" in k for k in adapter)
+    assert json.loads((run / "metrics.json").read_text())["train"]["trainable_parameters"] == sum(t.numel() for t in adapter.values())
+    code, out, err = cli("predict", run / "adapter", sentiment_files["test"])
+    assert code == 0, err
+    code, merged, err = cli("predict", run, sentiment_files["test"])
+    assert code == 0, err
+    assert [json.loads(line)["label"] for line in out.splitlines()] == [json.loads(line)["label"] for line in merged.splitlines()]
