@@ -138,17 +138,24 @@ def remove(out: Path) -> None:
     shutil.rmtree(folder(out), ignore_errors=True)
 
 
-def trim_log(log: Path, step: int) -> None:
-    """Drop log records after the resumed step: the resumed run writes them again."""
+def trim_log(log: Path, state: dict[str, Any]) -> None:
+    """Drop log records written after the checkpoint: the resumed run writes them again.
+
+    A checkpoint at an epoch's last step is saved before that epoch's evaluation: its eval record
+    (same step) goes too, unless the checkpoint's state says the evaluation had run (last_eval).
+    """
     if not log.is_file():
         return
+    step, evaluated = state["step"], state.get("last_eval") == state["step"]
     kept = []
     for line in log.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:  # a line cut by the kill
             continue
-        if record.get("step", 0) <= step and record.get("split") != "test":
+        at = record.get("step", 0)
+        after = at > step or (at == step and record.get("type") == "eval" and not evaluated)
+        if not after and record.get("split") != "test":
             kept.append(line)
     tmp = log.with_name(log.name + ".tmp")
     tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

@@ -149,7 +149,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         state.update(checkpoints.read_state(resume))
         best_state = checkpoints.load_best(resume, state)
         if accelerator.is_main_process:
-            checkpoints.trim_log(out / "log.jsonl", state["step"])
+            checkpoints.trim_log(out / "log.jsonl", state)
         reporter.note(f"resuming from {resume} (step {state['step']} of {total_steps})")
     # batch_size is per process and forward pass: what one optimizer step sees is their product
     effective = t.batch_size * n * t.gradient_accumulation_steps

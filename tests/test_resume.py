@@ -125,6 +125,20 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(reference, tiny_m
     assert_same(reference, out)
 
 
+def test_kill_after_an_epoch_end_evaluation_resumes_without_a_second_one(reference, tiny_models, sentiment_files, tmp_path):
+    """step-20 is saved before epoch 1's evaluation at step 20; a kill after that evaluation
+    resumes from step-20 and evaluates again: log.jsonl must hold that evaluation once."""
+    out = tmp_path / "run"
+    args = train_args(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=5")
+    killed_at(args, out, 21)  # the log shows step 21: the evaluation at step 20 is written
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.endswith("}")]
+    assert any(r["type"] == "eval" and r["step"] == 20 for r in records)
+    assert checkpoints.latest(out) is not None
+    resumed = run([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same(reference, out)
+
+
 def test_kill_during_a_checkpoint_write_uses_the_previous_one(reference, tiny_models, sentiment_files, tmp_path):
     """A kill mid-save leaves a `.tmp` folder (the rename never happened): it is ignored."""
     out = tmp_path / "run"
