@@ -27,7 +27,7 @@ from typing import Any
 
 from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
-from ftkit.models import max_positions
+from ftkit.models import is_model_folder, max_positions
 
 RUN_FILES = ("model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
 
@@ -163,11 +163,11 @@ def resolve_model_dir(path: Path) -> tuple[Path, RunConfig | None]:
     if not path.exists():
         raise FtkitError(f"{path}: no such folder")
     inner = path / "model" if (path / "model" / "config.json").is_file() else path / "adapter"
-    if (inner / "config.json").is_file() or (inner / "adapter_config.json").is_file():
+    if is_model_folder(inner):
         config_file = path / "config.yaml"
         config = from_dict(load_yaml_file(config_file), str(config_file)) if config_file.is_file() else None
         return inner, config
-    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+    if is_model_folder(path):
         parent_config = path.parent / "config.yaml"
         config = None
         if path.name in ("model", "adapter") and parent_config.is_file():

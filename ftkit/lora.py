@@ -18,8 +18,8 @@ from typing import Any
 
 from ftkit.config import RunConfig
 from ftkit.errors import FtkitError
+from ftkit.models import ADAPTER_CONFIG
 
-ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "model_config.json"  # not config.json: transformers would take the folder for a full model
 PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal-lm": "CAUSAL_LM"}
 

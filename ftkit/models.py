@@ -9,6 +9,12 @@ from typing import Any
 from ftkit.errors import FtkitError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT (LoRA) adapter folder
+
+
+def is_model_folder(path: Path) -> bool:
+    """A save_pretrained folder (config.json) or a LoRA adapter (adapter_config.json)."""
+    return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
 
 
 @dataclass
@@ -80,7 +86,7 @@ def model_source(name_or_path: str) -> str:
     if path.exists():
         if not path.is_dir():
             raise FtkitError(f"{path}: is a file; pass the model folder (the one holding config.json)")
-        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():  # a model or a LoRA adapter
+        if not is_model_folder(path):
             raise FtkitError(
                 f"{path}: no config.json in this folder, so it is not a transformers model folder "
                 "(one written by save_pretrained). Pass that folder, or a Hub id like bert-base-uncased."
