@@ -14,6 +14,8 @@ from ftkit.cli import env, finetune, inference, recipes, runs
 from ftkit.errors import FtkitError
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # the shells Typer writes completion for
+# Commands that write files catch Ctrl-C themselves and say what was saved; this is the rest.
+INTERRUPTED = "interrupted (Ctrl-C); this command had not written anything yet, so nothing changed"
 invoked: list[str] = []  # the arguments of this `ftkit` call, for the command a run records
 
 app = typer.Typer(
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         # and turn Ctrl-C into "Aborted!" with exit 1. Completion still works: with _FTKIT_COMPLETE
         # set, Typer answers and exits (SystemExit) before any of the handling below.
         code = app(args=invoked, prog_name="ftkit", standalone_mode=False)
+        if code == 130:  # Typer turned a Ctrl-C no command caught into a silent Exit(130)
+            print(INTERRUPTED, file=sys.stderr)
         if isinstance(code, int) and code:  # typer.Exit(code) returns its code here
             sys.exit(code)
     except NoArgsIsHelpError as err:
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {_one_line(err.format_message())} (see '{command} --help')", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, Abort):
-        print("error: interrupted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except FtkitError as err:
         if debug:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -62,8 +63,18 @@ def copy(
         raise FtkitError(f"{dest}: already exists; pass --force to overwrite it")
     if not dest.parent.is_dir():
         raise FtkitError(f"{dest.parent}: no such folder")
+    from ftkit.fsguard import refuse_overlap
+
+    refuse_overlap(dest, [recipe.path], "DEST")
+    # Written beside DEST and renamed: a Ctrl-C or a full disk never leaves half a recipe.
+    tmp = dest.with_name(f".{dest.name}.ftkit-tmp")
     try:
-        shutil.copyfile(recipe.path, dest)
+        shutil.copyfile(recipe.path, tmp)
+        os.replace(tmp, dest)
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         raise FtkitError(f"{dest}: cannot write ({err.strerror or err})") from None
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        raise
     typer.echo(f"copied {name} to {dest}; edit it, then: ftkit finetune {dest}")
