@@ -1,6 +1,7 @@
 """The output folder contract.
 
     OUT/
+      .ftkit-run.json the marker, written first: the folder is an ftkit run's (see ftkit.rundir)
       model/          save_pretrained model + tokenizer (safetensors) + README.md model card
                       (+ plots/ it shows); loads with transformers.pipeline(TASK, model="OUT/model").
                       A LoRA run writes it with --merge only.
@@ -18,7 +19,6 @@ name and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -29,43 +29,20 @@ from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.models import is_model_folder, max_positions
 
-RUN_FILES = ("model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
+# The first file of every run folder ({"ftkit": version, "created": UTC time}): it makes the
+# folder ftkit's, so --overwrite may clear it (ftkit.rundir).
+MARKER = ".ftkit-run.json"
+# Everything a run writes at the top of OUT; --overwrite removes these (and their `.tmp`
+# partials) and nothing else.
+RUN_FILES = (MARKER, "model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
+# How save_config's config.yaml opens: tells a run written before the marker existed.
+CONFIG_HEADER = "# Resolved config of an ftkit run"
 
 
-def prepare_output_dir(out: Path, overwrite: bool) -> None:
-    """Create `out`, refusing a file, an unwritable place or a finished run (unless overwrite)."""
-    if out.exists() and not out.is_dir():
-        raise FtkitError(f"{out}: is a file, not a folder; choose another --output-dir")
-    earlier = out.is_dir() and any(out.iterdir())
-    if earlier and not overwrite:
-        if (out / "checkpoints").is_dir() and not (out / "metrics.json").exists():
-            raise FtkitError(f"{out}: holds an unfinished run with checkpoints; add --resume to continue it, or --overwrite to start again")
-        raise FtkitError(f"{out}: the folder is not empty (an earlier run?); pass --overwrite or another --output-dir")
-    created = not out.exists()
-    probe = out / ".ftkit-write-test"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # Write a few bytes, not just create: a full disk still lets an empty file be made.
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        # Leave nothing behind: a half-written probe, or the folder this call created.
-        with contextlib.suppress(OSError):
-            probe.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise FtkitError(f"{out}: cannot write there ({err.strerror or err}); choose another --output-dir") from None
-    if earlier:  # only once the folder is known writable, so a failed check keeps the old run
-        for name in RUN_FILES:  # remove only what a run writes, never the user's other files
-            target = out / name
-            try:
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-            except OSError as err:
-                raise FtkitError(f"{target}: cannot remove the earlier run's file ({err.strerror or err}); remove it yourself or choose another --output-dir") from None
+def is_run_file(name: str) -> bool:
+    """Whether a top-level entry of OUT is one a run writes: a RUN_FILES name, or one of them
+    under its temporary `.tmp` name (a kill mid-write leaves it)."""
+    return name in RUN_FILES or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)
 
 
 class JsonlLog:
@@ -76,25 +53,40 @@ class JsonlLog:
         self.enabled = enabled
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        try:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, default=float) + "\n")
+        except OSError as err:  # a full disk mid-training: one line, and the way back in
+            out = self.path.parent
+            raise FtkitError(
+                f"{self.path}: cannot write the training log ({err.strerror or err}); free space, then run the same "
+                f"command again (with --resume {out} if {out / 'checkpoints'} holds a checkpoint)", exit_code=1,
+            ) from None
 
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON under a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def save_config(path: Path, config: RunConfig) -> None:
     import yaml
 
     header = f"# Resolved config of an ftkit run. Rerun it with: ftkit finetune {path}\n"
+    _write_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """`path` written as `path.tmp`, then renamed; a failed write (a full disk) leaves no `.tmp`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:
@@ -132,8 +124,8 @@ def _write_folder(out: Path, name: str, fill: Any, readme: str) -> None:
         (tmp / "README.md").write_text(readme, encoding="utf-8")
         if (out / "plots").is_dir():  # the card shows them: the folder must carry them to the Hub
             shutil.copytree(out / "plots", tmp / "plots")
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays behind
+    except BaseException:  # any library's write error, or Ctrl-C: nothing half-written stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final)

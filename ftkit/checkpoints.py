@@ -9,23 +9,33 @@ Every folder is written under a `.tmp` name and renamed when complete, so a kill
 leaves the previous checkpoint usable; `trainer_state.json` is written last. The last
 `keep_checkpoints` step folders are kept, plus the best one they reference. A finished run
 deletes its checkpoints: model/ holds the result.
+
+Nothing here trusts what it reads back: `restore` checks a checkpoint's state against the run's
+plan (a tampered or foreign checkpoint is refused, naming the field), and a write that fails in
+any library (disk full, I/O error) is reported as such, leaving no `.tmp` behind. `LossWatch`
+stops a diverged run before anything past its first non-finite loss is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ftkit.errors import FtkitError
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"step-(\d+)")
 _BEST = re.compile(r"best-step-(\d+)")
+ELSEWHERE = "resume from an earlier checkpoint (--resume PATH) or start afresh (--overwrite)"
 
 
 def folder(out: Path) -> Path:
@@ -58,66 +68,303 @@ def find(path: Path) -> Path:
 
 
 def read_state(path: Path) -> dict[str, Any]:
+    file = path / STATE_FILE
     try:
-        return json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise FtkitError(f"{path / STATE_FILE}: cannot read the checkpoint's state ({err}); resume from an earlier one") from None
+        raise FtkitError(f"{file}: cannot read the checkpoint's state ({_cut(str(err))}); {ELSEWHERE}") from None
+    if not isinstance(state, dict):
+        raise FtkitError(f"{file}: not a checkpoint state (a JSON object was expected); {ELSEWHERE}")
+    return state
 
 
 def save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | None, keep: int) -> Path:
-    """Write checkpoints/step-{state['step']} (every process joins: each saves its RNG state)."""
-    try:
-        return _save(accelerator, out, state, best_state, keep)
-    except OSError as err:  # a full disk, a lost mount: the earlier checkpoints still stand
-        for tmp in folder(out).glob("*.tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise FtkitError(
-            f"{folder(out)}: cannot save a checkpoint ({err.strerror or err}); free space, or run without "
-            "checkpoints (--set train.checkpoint_every=null)", exit_code=1,
-        ) from None
+    """Write checkpoints/step-{state['step']} (every process joins: each saves its RNG state).
 
-
-def _save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | None, keep: int) -> Path:
-    from safetensors.torch import save_file
-
+    A failed write (disk full, a lost mount) in any process stops every process with one line;
+    the `.tmp` folders go, and the earlier checkpoints still stand.
+    """
     root = folder(out)
-    step, best_step = state["step"], state.get("best_step")
-    final = root / f"step-{step}"
-    tmp = root / f"step-{step}.tmp"
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in (tmp, final):  # a kill's leftovers, or a rerun of the same step
-            shutil.rmtree(stale, ignore_errors=True)
-        best_dir = root / f"best-step-{best_step}"
-        if best_state is not None and not best_dir.is_dir():
-            best_tmp = root / f"best-step-{best_step}.tmp"
-            shutil.rmtree(best_tmp, ignore_errors=True)
-            best_tmp.mkdir()
-            save_file(best_state, str(best_tmp / "model.safetensors"))
-            os.replace(best_tmp, best_dir)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tmp_state = tmp / (STATE_FILE + ".tmp")
-        tmp_state.write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
-        os.replace(tmp_state, tmp / STATE_FILE)
-        os.replace(tmp, final)
-        _prune(root, keep)
-    accelerator.wait_for_everyone()
+    step, main = state["step"], accelerator.is_main_process
+    tmp, final = root / f"step-{step}.tmp", root / f"step-{step}"
+    saved = {**state, "processes": accelerator.num_processes}  # a resume on another count is refused
+    try:
+        together(accelerator, (lambda: _begin(root, tmp, final, state, best_state)) if main else None)
+        together(accelerator, lambda: accelerator.save_state(str(tmp)))
+        together(accelerator, (lambda: _finish(root, tmp, final, saved, keep)) if main else None)
+    except BaseException as err:  # a Ctrl-C mid-save too: no half-written folder stays behind
+        if main:
+            for partial in root.glob("*.tmp"):
+                shutil.rmtree(partial, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only if empty: a first checkpoint that failed leaves no folder
+        if not isinstance(err, WriteFailed):
+            raise
+        again = resume_hint(out) or "run again"
+        raise FtkitError(f"{root}: cannot save a checkpoint ({err.cause}) at step {step}; free space and {again}, "
+                         "or run without checkpoints (--set train.checkpoint_every=null)", exit_code=1) from None
     return final
 
 
-def load_best(path: Path, state: dict[str, Any]) -> dict | None:
-    """The best weights a checkpoint refers to (None before the first evaluation)."""
+def _begin(root: Path, tmp: Path, final: Path, state: dict[str, Any], best_state: dict | None) -> None:
+    """Main process: clear a kill's leftovers, then write the best weights if they are new."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in (tmp, final):  # a kill's leftovers, or a rerun of the same step
+        shutil.rmtree(stale, ignore_errors=True)
+    best_dir = root / f"best-step-{state.get('best_step')}"
+    if best_state is not None and not best_dir.is_dir():
+        best_tmp = best_dir.with_name(best_dir.name + ".tmp")
+        shutil.rmtree(best_tmp, ignore_errors=True)
+        best_tmp.mkdir()
+        save_file(best_state, str(best_tmp / "model.safetensors"))
+        os.replace(best_tmp, best_dir)
+
+
+def _finish(root: Path, tmp: Path, final: Path, state: dict[str, Any], keep: int) -> None:
+    """Main process: trainer_state.json last (it marks the folder complete), rename, prune."""
+    tmp_state = tmp / (STATE_FILE + ".tmp")
+    tmp_state.write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp_state, tmp / STATE_FILE)
+    os.replace(tmp, final)
+    _prune(root, keep)
+
+
+# --- writes that fail: every library says "disk full" its own way
+
+class WriteFailed(Exception):
+    """A library could not write a file (disk full, I/O error); `cause` is its words, cut."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+# torch's zip serializer (torch.save) reports a failed write as a RuntimeError with these words
+_TORCH_WRITE = ("PytorchStreamWriter", "file write failed", "inline_container.cc")
+# Rust libraries (safetensors, tokenizers) format std::io::Error as "... (os error 28)"
+_RUST_IO = re.compile(r"\(os error \d+\)|I/O error|IoError")
+
+
+def write_failure(err: BaseException) -> str | None:
+    """The cause, cut to one short line, when `err` is a failed write; None for anything else
+    (ftkit's own bugs must not pass for a full disk). Call it only around write calls."""
+    if isinstance(err, OSError):
+        return _cut(err.strerror or str(err) or type(err).__name__)
+    text = str(err)
+    if _RUST_IO.search(text):  # SafetensorError, tokenizers' plain Exception
+        return _cut(text.removeprefix("Error while serializing: "))
+    if isinstance(err, RuntimeError) and any(words in text for words in _TORCH_WRITE):
+        return _cut(f"torch.save failed, a full disk or an I/O error: {text}")
+    return None
+
+
+def together(accelerator: Any, write: Callable[[], Any] | None) -> None:
+    """Run `write` on this process (None: nothing to write here); if it fails in any process,
+    every process raises, so none waits forever at the next barrier.
+
+    A failed write is WriteFailed(cause); any other error is re-raised as it is.
+    """
+    error: Exception | None = None
+    if write is not None:
+        try:
+            write()
+        except Exception as err:  # noqa: BLE001 - sorted below: a write failure or a bug
+            error = err
+    if accelerator.num_processes > 1:
+        import torch
+
+        failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), reduction="sum")
+        if error is None and failed.item() > 0:
+            raise WriteFailed("another process failed; see its error")
+    if error is not None:
+        cause = write_failure(error)
+        if cause is None:
+            raise error
+        raise WriteFailed(cause) from error
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resume_hint(out: Path) -> str | None:
+    """How to continue run `out` from its latest complete checkpoint, if it has one."""
+    import shlex
+
+    last = latest(out)
+    return f"add --resume {shlex.quote(str(out))} to the same command (continues from {last.name})" if last else None
+
+
+# --- resume: a checkpoint is checked against the run's plan before it is trusted
+
+@dataclass(frozen=True)
+class Plan:
+    """What this run does, as the training loop counts it: a checkpoint's state must fit it."""
+
+    total_steps: int
+    steps_per_epoch: int
+    epochs: int
+    batches_per_epoch: int  # this process's share of the training batches
+    accumulation: int
+    processes: int
+    exact_schedule: bool = True  # fp16: the scheduler skips steps whose gradients overflowed
+
+
+def restore(accelerator: Any, model: Any, scheduler: Any, path: Path, plan: Plan) -> tuple[dict[str, Any], dict | None]:
+    """Load checkpoint `path` for --resume: (its trainer state, the best weights so far).
+
+    Its state is checked against `plan` and against the scheduler state beside it; a damaged
+    or tampered checkpoint is refused (exit 2) naming the file and what is wrong.
+    """
+    state = check_state(path, read_state(path), plan)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as err:  # noqa: BLE001 - a missing or damaged model/optimizer/scheduler file
+        raise FtkitError(f"{path}: cannot load the checkpoint ({_cut(f'{type(err).__name__}: {err}')}); {ELSEWHERE}") from None
+    done = getattr(getattr(scheduler, "scheduler", scheduler), "last_epoch", None)
+    expected = state["step"] * plan.processes  # a prepared scheduler steps once per process
+    if isinstance(done, int) and done != expected and (plan.exact_schedule or not 0 <= done <= expected):
+        _refuse(path, "step", f"is {state['step']}, but the scheduler state beside it has taken {done} steps ({expected} expected)")
+    return state, load_best(path, state, accelerator.unwrap_model(model).state_dict().keys())
+
+
+def check_state(path: Path, state: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """`state` (trainer_state.json), its types and ranges checked against `plan`."""
+    def integer(field: str, low: int, high: int | None = None, why: str = "", required: bool = False) -> None:
+        if field not in state and not required:
+            return
+        value = state.get(field)
+        if not isinstance(value, int) or isinstance(value, bool):
+            _refuse(path, field, f"should be a whole number, not {_show(value)}")
+        if value < low or (high is not None and value > high):
+            _refuse(path, field, f"is {value}, outside {low}..{high}{' ' + why if why else ''}" if high is not None else f"is {value}, below {low}")
+
+    saved = state.get("processes", plan.processes)
+    if saved != plan.processes:
+        raise FtkitError(f"{path}: saved by {_show(saved)} processes, this run has {plan.processes}; resume with "
+                         f"{_show(saved)} processes (the data order and schedule depend on it), or start afresh (--overwrite)")
+    integer("step", 0, plan.total_steps - 1, f"(this run has {plan.total_steps} steps)", required=True)
+    integer("epoch", 0, plan.epochs - 1, f"(this run has {plan.epochs} epoch(s))", required=True)
+    integer("batches", 0, plan.batches_per_epoch, f"(an epoch has {plan.batches_per_epoch} batches here)", required=True)
+    step = state["step"]
+    # a checkpoint is saved when an optimizer step ends: its step follows from epoch and batches
+    expected = state["epoch"] * plan.steps_per_epoch + math.ceil(state["batches"] / plan.accumulation)
+    if step != expected:
+        _refuse(path, "step", f"is {step}, but epoch {state['epoch']} and batches {state['batches']} mean step {expected}")
+    integer("last_eval", -1, step, f"(the checkpoint's step is {step})")
+    for field in ("samples", "loss_count", "loss_total_count", "stale_evals"):
+        integer(field, 0)
+    for field in ("loss_sum", "loss_total", "train_time", "eval_time"):
+        value = state.get(field, 0.0)
+        if not _real(value) or (field.endswith("_time") and value < 0):
+            _refuse(path, field, f"should be a finite number{' >= 0' if field.endswith('_time') else ''}, not {_show(value)}")
+    if (state.get("best_step") is None) != (state.get("best_value") is None):
+        _refuse(path, "best_step", "and best_value must both be set or both null")
+    if state.get("best_step") is not None:
+        integer("best_step", 1, step, f"(the checkpoint's step is {step})")
+        if not _real(state["best_value"]):
+            _refuse(path, "best_value", f"should be a finite number, not {_show(state['best_value'])}")
+    if not isinstance(state.get("best_metrics", {}), dict):
+        _refuse(path, "best_metrics", f"should be an object, not {_show(state['best_metrics'])}")
+    if not isinstance(state.get("stopped_early", False), bool):
+        _refuse(path, "stopped_early", f"should be true or false, not {_show(state['stopped_early'])}")
+    return state
+
+
+def load_best(path: Path, state: dict[str, Any], keys: Any = None) -> dict | None:
+    """The best weights a checkpoint refers to (None before the first evaluation); `keys`: the
+    model's state-dict keys, which they must match."""
     from safetensors.torch import load_file
 
     if state.get("best_step") is None or state.get("best_value") is None:
         return None
     best = path.parent / f"best-step-{state['best_step']}" / "model.safetensors"
     if not best.is_file():
-        raise FtkitError(f"{best}: missing, yet {path.name} refers to it; resume from an earlier checkpoint with --resume PATH")
-    return load_file(str(best))
+        raise FtkitError(f"{best}: missing, yet {path.name} refers to it; {ELSEWHERE}")
+    try:
+        weights = load_file(str(best))
+    except Exception as err:  # noqa: BLE001 - safetensors' own error type for a damaged file
+        raise FtkitError(f"{best}: cannot read the best weights ({_cut(str(err))}); {ELSEWHERE}") from None
+    if keys is not None and set(weights) != set(keys):
+        raise FtkitError(f"{best}: holds other weights than this run's model ({len(set(weights) ^ set(keys))} names differ); {ELSEWHERE}")
+    if nonfinite(weights.values()):
+        raise FtkitError(f"{best}: holds NaN or infinite weights; {ELSEWHERE}")
+    return weights
+
+
+def _refuse(path: Path, field: str, problem: str) -> NoReturn:
+    raise FtkitError(f"{path / STATE_FILE}: '{field}' {problem}; the checkpoint was altered or is not this run's; {ELSEWHERE}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value: Any) -> str:
+    """A value read from a file, cut: it may be huge."""
+    from ftkit.bounded import shown
+
+    return shown(value)
+
+
+# --- divergence: nothing past the first non-finite loss is saved
+
+class LossWatch:
+    """Remembers the first non-finite training loss on the device, so that no step waits for
+    the device to check it; `check` reads it where the loop waits anyway (logging steps,
+    evaluations, checkpoints, the end)."""
+
+    def __init__(self, device: Any, advice: str) -> None:
+        import torch
+
+        self._step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet (steps count from 1)
+        self._value = torch.zeros((), dtype=torch.float32, device=device)
+        self.advice = advice
+
+    def record(self, loss: Any, step: int) -> None:
+        """Note `loss` (a forward pass of optimizer step `step`) if it is the first non-finite one."""
+        import torch
+
+        loss = loss.detach().float()
+        first = (self._step == 0) & ~torch.isfinite(loss)
+        self._step = torch.where(first, step, self._step)
+        self._value = torch.where(first, loss, self._value)
+
+    def check(self, accelerator: Any, total_steps: int) -> None:
+        """Raise FtkitError (exit 1) in every process if any process has seen a non-finite loss."""
+        steps = accelerator.gather(self._step.reshape(1)) if accelerator.num_processes > 1 else self._step.reshape(1)
+        found = [(s, i) for i, s in enumerate(steps.tolist()) if s > 0]
+        if not found:
+            return
+        step, rank = min(found)
+        values = accelerator.gather(self._value.reshape(1)) if accelerator.num_processes > 1 else self._value.reshape(1)
+        raise FtkitError(f"training diverged: the loss is {values.tolist()[rank]} at step {step} of {total_steps}; stopped there, "
+                         f"no model saved (nor any checkpoint after step {step - 1}). {self.advice}", exit_code=1)
+
+
+def divergence_advice(learning_rate: float, precision: str, max_grad_norm: float) -> str:
+    """What to try against a diverging run, given its settings."""
+    tips = [f"a lower --learning-rate (this run: {learning_rate:g})"]
+    if precision != "no":
+        tips.append("--mixed-precision no" + (" or bf16 instead of fp16" if precision == "fp16" else ""))
+    tips.append(f"stronger gradient clipping (--set train.max_grad_norm={max_grad_norm / 2:g}; this run: {max_grad_norm:g})" if max_grad_norm > 0
+                else "gradient clipping (--set train.max_grad_norm=1.0)")
+    return "Try " + ", ".join(tips[:-1]) + " or " + tips[-1]
+
+
+def nonfinite(tensors: Any, accelerator: Any = None) -> int:
+    """How many of `tensors` hold NaN or inf; with `accelerator`, summed over its processes
+    (each checks its own shard of a distributed tensor)."""
+    import torch
+
+    flags = [~torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all() for t in tensors if t.is_floating_point()]
+    count = torch.stack(flags).sum() if flags else torch.tensor(0)
+    if accelerator is not None and accelerator.num_processes > 1:
+        count = accelerator.reduce(count.to(accelerator.device), reduction="sum")
+    return int(count.item())
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -158,8 +405,12 @@ def trim_log(log: Path, state: dict[str, Any]) -> None:
         if not after and record.get("split") != "test":
             kept.append(line)
     tmp = log.with_name(log.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, log)
+    try:
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, log)
+    except OSError as err:  # a full disk: the log stays as it was, no .tmp beside it
+        tmp.unlink(missing_ok=True)
+        raise FtkitError(f"{log}: cannot rewrite the run's log to resume ({_cut(err.strerror or str(err))}); free space, then resume again", exit_code=1) from None
 
 
 class StopRequest:

@@ -7,15 +7,17 @@ holds, so `ftkit finetune RUN/config.yaml` reruns the run.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+# load_yaml_file is imported from here by the modules that read a run's config.yaml
+from ftkit.bounded import cut, load_yaml_file, shown, yaml_load  # noqa: F401
 from ftkit.errors import FtkitError, closest
 
 TaskFamily = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm"]
@@ -23,6 +25,7 @@ TASK_FAMILIES: tuple[str, ...] = typing.get_args(TaskFamily)
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 CompileMode = Literal["no", "default", "reduce-overhead", "max-autotune"]
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]
+_STEPS = re.compile(r"\s*[0-9]{1,10}\s*")  # checkpoint_every as a step count: ASCII digits, a bounded number
 
 
 @dataclass
@@ -104,7 +107,7 @@ class TrainConfig:
     def checkpoint_interval(self) -> int | str | None:
         """checkpoint_every as steps (int), "epoch", or None; check() has vetted the text."""
         every = self.checkpoint_every
-        return int(every) if every is not None and every.strip().isdigit() else every
+        return int(every) if every is not None and _STEPS.fullmatch(every) else every
 
 
 @dataclass
@@ -181,7 +184,7 @@ def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
         if key not in fields:
             valid = ", ".join(fields)
             raise FtkitError(
-                f"{source}: unknown key '{dotted}'.{closest(str(key), list(fields))} "
+                f"{source}: unknown key {shown(dotted)}.{closest(cut(str(key), 60), list(fields))} "
                 f"Valid keys{' under ' + prefix[:-1] if prefix else ''}: {valid}"
             )
         hint = hints[key]
@@ -223,8 +226,9 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             return "no"
         if value not in args:
             raise FtkitError(
-                f"{source}: '{key}' must be one of {', '.join(map(str, args))}; got {value!r}."
-                f"{closest(str(value), [str(a) for a in args])}"
+                f"{source}: '{key}' must be one of {', '.join(map(str, args))}; got {shown(value)}."
+                # str() of a list or mapping can be any size (a YAML alias bomb): only texts get a hint
+                f"{closest(value, [str(a) for a in args]) if isinstance(value, str) else ''}"
             )
         return value
     if origin is list:
@@ -236,13 +240,13 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise FtkitError(f"{source}: '{key}' must be a mapping, got {_kind(value)}")
-        return {str(k): coerce(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+        return {str(k): coerce(v, args[1], f"{key}.{cut(str(k), 60)}", source) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise FtkitError(f"{source}: '{key}' must be true or false, got {value!r}")
+        raise FtkitError(f"{source}: '{key}' must be true or false, got {shown(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -253,7 +257,7 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
                 return int(value)
             except ValueError:  # more digits than Python converts
                 pass
-        raise FtkitError(f"{source}: '{key}' must be an integer, got {value!r}")
+        raise FtkitError(f"{source}: '{key}' must be an integer, got {shown(value)}")
     if hint is float:
         number = None
         try:
@@ -266,7 +270,7 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         # nan slips through every `<= 0` in check(), and no setting means anything at inf
         if number is not None and math.isfinite(number):
             return number
-        raise FtkitError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        raise FtkitError(f"{source}: '{key}' must be a finite number, got {shown(value)}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -313,8 +317,8 @@ def resolve_key(key: str) -> str:
     leaf = [k for k in keys if k.rsplit(".", 1)[-1] == key]
     if len(leaf) == 1:
         return leaf[0]
-    hint = closest(key, list(keys) + [k.rsplit(".", 1)[-1] for k in keys])
-    raise FtkitError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(keys)}")
+    hint = closest(cut(key, 60), list(keys) + [k.rsplit(".", 1)[-1] for k in keys])
+    raise FtkitError(f"unknown config key {shown(key)}.{hint} Valid keys: {', '.join(keys)}")
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
@@ -328,7 +332,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):  # e.g. `--set expect=1 --set expect.f1=...`
-                raise FtkitError(f"{source}: '{part}' was set to {node!r}, so '{key}' cannot be set inside it; set one of them")
+                raise FtkitError(f"{source}: '{part}' was set to {shown(node)}, so {shown(key)} cannot be set inside it; set one of them")
         node[parts[-1]] = value
     return from_dict(data, source)
 
@@ -341,10 +345,12 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise FtkitError(f"--set expects key=value, got '{pair}' (e.g. --set train.warmup_ratio=0.06)")
+            raise FtkitError(f"--set expects key=value, got {shown(pair)} (e.g. --set train.warmup_ratio=0.06)")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-        except (yaml.YAMLError, ValueError, RecursionError):  # e.g. a date like 2024-13-45
+            out[key.strip()] = yaml_load(raw) if raw.strip() else None
+        # YAML that cannot be built (a date like 2024-13-45) or is beyond the bounds (YamlTooBig,
+        # a ValueError: an alias bomb) stays the text typed, which the key's type check then judges
+        except (yaml.YAMLError, ValueError):
             out[key.strip()] = raw
     return out
 
@@ -356,6 +362,7 @@ FLAGS = {
     "train.epochs": "--epochs", "train.max_steps": "--max-steps", "train.batch_size": "--batch-size",
     "train.learning_rate": "--learning-rate", "train.max_length": "--max-length", "train.seed": "--seed",
     "train.early_stopping_patience": "--early-stopping-patience", "lora.r": "--lora-r", "lora.alpha": "--lora-alpha",
+    "lora.dropout": "--lora-dropout",
 }
 
 
@@ -364,6 +371,105 @@ def how_to_set(key: str, example: str = "N") -> str:
     flag = FLAGS.get(key)
     return f"set it with {flag} {example} (or --set {key}={example})" if flag else f"set it with --set {key}={example}"
 
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts: low to high, each end included unless it is open."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    example: str = "N"  # the value the message suggests
+    interval: bool = False  # word both ends as "be in [0, 1)" rather than "not be negative" / "be below 1"
+
+    def fault(self, value: float) -> str | None:
+        """What `value` must do instead ('be a positive integer', 'be at most 1048576'), or None."""
+        if not math.isfinite(value):  # a command-line float can be nan or inf; config values cannot
+            return "be a finite number"
+        below = value < self.low or (self.open_low and value == self.low)
+        above = value > self.high or (self.open_high and value == self.high)
+        if not (below or above):
+            return None
+        if self.interval:
+            return f"be in {'(' if self.open_low else '['}{_number(self.low)}, {_number(self.high)}{')' if self.open_high else ']'}"
+        if above:
+            return f"be {'below' if self.open_high else 'at most'} {_number(self.high)}"
+        if self.low == 1 and isinstance(value, int):
+            return "be a positive integer"
+        if self.low == 0:
+            return "be positive" if self.open_low else "not be negative"
+        return f"be at least {_number(self.low)}"
+
+
+def _number(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+COUNT = 2**31 - 1  # steps, epochs, rows: past any real run, and within a C int in every library
+SIZE = 2**20  # examples per batch, tokens per text, beams, LoRA rank: past any device's memory
+SEED = 2**32 - 1  # numpy, torch and scikit-learn take seeds in [0, 2**32 - 1]
+_POSITIVE_COUNT, _POSITIVE_SIZE = Range(1, COUNT), Range(1, SIZE)
+_NON_NEGATIVE = Range(0, example="0")
+_FRACTION = Range(0, 1, open_high=True, interval=True, example="0.1")
+
+# Every number a config holds, checked on load so nothing out of range reaches a library (a test
+# holds this table to all_keys(): a new numeric key must say its range here).
+RANGES: dict[str, Range] = {
+    "data.validation_fraction": _FRACTION,
+    "data.test_fraction": _FRACTION,
+    "data.max_train_samples": _POSITIVE_COUNT,
+    "data.max_eval_samples": _POSITIVE_COUNT,
+    "train.epochs": Range(0, COUNT),  # 0 with max_steps set: the steps alone decide (see check())
+    "train.max_steps": _POSITIVE_COUNT,
+    "train.batch_size": _POSITIVE_SIZE,
+    "train.eval_batch_size": _POSITIVE_SIZE,
+    # no top: a rate too high for the model is found by training, which stops at a non-finite loss
+    "train.learning_rate": Range(0, open_low=True, example="2e-5"),
+    "train.weight_decay": _NON_NEGATIVE,
+    "train.warmup_ratio": Range(0, 1, open_high=True, example="0.1"),
+    "train.gradient_accumulation_steps": _POSITIVE_SIZE,
+    "train.max_grad_norm": _NON_NEGATIVE,
+    "train.max_length": _POSITIVE_SIZE,
+    "train.max_target_length": _POSITIVE_SIZE,
+    "train.seed": Range(0, SEED),
+    "train.eval_steps": _POSITIVE_COUNT,
+    "train.eval_max_samples": _POSITIVE_COUNT,
+    "train.stride": Range(0, SIZE),
+    "train.logging_steps": _POSITIVE_COUNT,
+    "train.keep_checkpoints": _POSITIVE_COUNT,
+    "train.early_stopping_patience": _POSITIVE_COUNT,
+    "train.early_stopping_threshold": _NON_NEGATIVE,
+    "lora.r": _POSITIVE_SIZE,
+    "lora.alpha": _POSITIVE_COUNT,
+    "lora.dropout": _FRACTION,
+    # past ~1000 beams, beam sampling outgrows torch.multinomial's 2**24 categories (beams x vocabulary)
+    "generation.num_beams": Range(1, 1024),
+    "generation.max_new_tokens": _POSITIVE_SIZE,
+    # below 0.01 the scores divided by it overflow (inf/nan probabilities); that is greedy decoding anyway
+    "generation.temperature": Range(0.01, example="0.7"),
+    "generation.top_p": Range(0, 1, open_low=True, example="0.9"),
+}
+
+
+def check_flag(flag: str, key: str, value: float | None) -> None:
+    """A command-line number that stands for a config key (predict --num-beams: generation.num_beams)
+    inside that key's RANGES entry, so the flag and the key take the same values."""
+    fault = None if value is None else RANGES[key].fault(value)
+    if fault:
+        raise FtkitError(f"{flag} must {fault}, got {shown(value)}")
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Each numeric key inside its RANGES entry; the message names the key, the value and the fix."""
+    for key, allowed in RANGES.items():
+        section, _, name = key.rpartition(".")
+        value = getattr(getattr(config, section) if section else config, name)
+        fault = None if value is None else allowed.fault(value)
+        if fault:
+            raise FtkitError(f"'{key}' must {fault}, got {shown(value)}; {how_to_set(key, allowed.example)}")
+
+
 _BAR = re.compile(r"^\s*(>=|<=|==|>|<)\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)\s*$")
 
 
@@ -371,7 +477,7 @@ def parse_bar(bar: str) -> tuple[str, float]:
     """'>= 0.91' -> ('>=', 0.91); the operator is one of >=, >, <=, <, ==."""
     match = _BAR.match(str(bar))
     if not match:
-        raise FtkitError(f"expect bar {bar!r} is not of the form '>= 0.91' (operators: >= > <= < ==)")
+        raise FtkitError(f"expect bar {shown(bar)} is not of the form '>= 0.91' (operators: >= > <= < ==)")
     return match.group(1), float(match.group(2))
 
 
@@ -379,97 +485,32 @@ def check(config: RunConfig) -> None:
     """Cross-field checks; each message names the key(s) to change."""
     t, d = config.train, config.data
     if not config.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.name):
-        raise FtkitError(f"'name' must be a simple identifier (letters, digits, - _ .), got {config.name!r}")
+        raise FtkitError(f"'name' must be a simple identifier (letters, digits, - _ .), got {shown(config.name)}")
     if not str(config.model).strip():
         raise FtkitError("'model' is empty: pass --model NAME_OR_PATH")
-    positive = {
-        "train.batch_size": t.batch_size,
-        "train.max_length": t.max_length,
-        "train.max_target_length": t.max_target_length,
-        "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "train.logging_steps": t.logging_steps,
-        "train.keep_checkpoints": t.keep_checkpoints,
-        "lora.r": config.lora.r,
-        "lora.alpha": config.lora.alpha,
-        "generation.num_beams": config.generation.num_beams,
-        "generation.max_new_tokens": config.generation.max_new_tokens,
-    }
-    optional_positive = {
-        "train.max_steps": t.max_steps,
-        "train.eval_batch_size": t.eval_batch_size,
-        "train.eval_steps": t.eval_steps,
-        "train.eval_max_samples": t.eval_max_samples,
-        "train.early_stopping_patience": t.early_stopping_patience,
-        "data.max_train_samples": d.max_train_samples,
-        "data.max_eval_samples": d.max_eval_samples,
-    }
-    for key, value in {**positive, **optional_positive}.items():
-        if value is not None and value <= 0:
-            raise FtkitError(f"'{key}' must be a positive integer, got {value}; {how_to_set(key)}")
-    if t.epochs <= 0 and t.max_steps is None:
+    if t.epochs <= 0 and t.max_steps is None:  # before the ranges: this message names both fixes
         raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps); set it with --epochs N or --max-steps N")
+    check_ranges(config)
     if config.task == "token-classification" and not 0 <= t.stride < t.max_length // 2:
         raise FtkitError(
             f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}: "
             f"windows of {t.max_length} tokens overlap by stride (e.g. --set train.stride={t.max_length // 4})"
         )
     every = t.checkpoint_every
-    if every is not None and every != "epoch" and not (every.strip().isdigit() and int(every) > 0):
-        raise FtkitError(f"'train.checkpoint_every' must be a positive number of steps, 'epoch' or null, got {every!r}")
-    if t.learning_rate <= 0:
-        raise FtkitError(f"'train.learning_rate' must be positive, got {t.learning_rate}; {how_to_set('train.learning_rate', '2e-5')}")
-    for key, value in {
-        "train.weight_decay": t.weight_decay,
-        "train.max_grad_norm": t.max_grad_norm,
-        "train.warmup_ratio": t.warmup_ratio,
-    }.items():
-        if value < 0:
-            raise FtkitError(f"'{key}' must not be negative, got {value}; {how_to_set(key, '0')}")
-    if t.early_stopping_threshold < 0:
-        raise FtkitError(f"'train.early_stopping_threshold' must not be negative, got {t.early_stopping_threshold}")
+    if every is not None and every != "epoch" and not (_STEPS.fullmatch(every) and 0 < int(every) <= COUNT):
+        raise FtkitError(f"'train.checkpoint_every' must be a positive number of steps (up to {COUNT}), 'epoch' or null, got {shown(every)}")
     if t.class_weights and config.task != "sequence-classification":
         raise FtkitError(f"'train.class_weights' applies to sequence-classification recipes, not {config.task}; remove it")
     if "none" in t.report_to and len(t.report_to) > 1:
-        raise FtkitError(f"'train.report_to' lists 'none' with trackers ({', '.join(t.report_to)}); give trackers or none")
-    if not 0 <= config.lora.dropout < 1:
-        raise FtkitError(f"'lora.dropout' must be in [0, 1), got {config.lora.dropout}")
+        raise FtkitError(f"'train.report_to' lists 'none' with trackers ({', '.join(sorted(set(t.report_to)))}); give trackers or none")
     if config.lora.merge and not config.lora.enabled:
         raise FtkitError("--merge merges a LoRA adapter into the model: add --lora (or --set lora.enabled=true)")
-    if t.warmup_ratio >= 1:
-        raise FtkitError(f"'train.warmup_ratio' must be below 1, got {t.warmup_ratio}")
-    for key, value in {"data.validation_fraction": d.validation_fraction, "data.test_fraction": d.test_fraction}.items():
-        if not 0 <= value < 1:
-            raise FtkitError(f"'{key}' must be in [0, 1), got {value}")
     if d.validation_fraction + d.test_fraction >= 1:
         raise FtkitError("'data.validation_fraction' + 'data.test_fraction' must leave rows to train on")
     if d.labels is not None and len(set(d.labels)) != len(d.labels):
-        raise FtkitError(f"'data.labels' has duplicates: {d.labels}")
+        repeated = sorted(label for label, n in collections.Counter(d.labels).items() if n > 1)
+        raise FtkitError(f"'data.labels' has duplicates: {shown(d.labels)} (repeated: {shown(repeated)}); list each label once")
     for metric, bar in config.expect.items():
         parse_bar(bar)
     if config.task == "seq2seq" and not d.target_column and not (d.source_lang and d.target_lang):
         raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
-
-
-def load_yaml_file(path: Path) -> Any:
-    """Read a YAML file; a syntax error is one line naming the file and position."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FtkitError(f"{path}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise FtkitError(f"{path}: not valid UTF-8 text (byte 0x{err.object[err.start]:02x}), an encoding problem; save the file as UTF-8") from None
-    except OSError as err:
-        raise FtkitError(f"{path}: cannot read it ({err.strerror or err})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise FtkitError(f"{path}: invalid YAML{where}: {problem}") from None
-    except ValueError as err:  # a scalar YAML types but cannot build: `seed: 2024-13-45`, `!!float abc`
-        raise FtkitError(f"{path}: invalid YAML: a value reads as a date or number but is not one ({err}); quote it") from None
-    except RecursionError:
-        raise FtkitError(f"{path}: invalid YAML: nested too deeply; a recipe is a flat mapping of sections") from None

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.config import DataConfig
+from ftkit.datafile import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
 from ftkit.errors import FtkitError, closest
+from ftkit.values import MIN_TEXT_CHARS
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
-TEXT_SUFFIXES = (".txt",)
-CONLL_SUFFIXES = (".conll", ".iob")  # token per line, tag last; also .txt with --format conll
+# check_readable and the suffixes live in ftkit.datafile; predict and the CLI import them from here too.
+
 # A task family's rewrite of each raw record (record, source, row) -> (record, note or None).
 Normalize = Callable[[dict[str, Any], str, int], tuple[dict[str, Any], str | None]]
 
@@ -42,36 +43,19 @@ class Split:
         return Split({k: [v[i] for i in indices] for k, v in self.columns.items()}, [self.rows[i] for i in indices], source)
 
 
-def check_readable(path: Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> None:
-    """Fail early (before any model loads) on a missing file or an unknown extension."""
-    if not path.exists():
-        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise FtkitError(f"{path}: no such file{where}; check the path")
-    if path.is_dir():
-        raise FtkitError(f"{path}: is a folder; pass a data file ({', '.join(suffixes)})")
-    if path.suffix.lower() in TEXT_SUFFIXES and path.suffix.lower() not in suffixes:
-        # .txt says nothing about its layout: only a --format that does makes it data
-        raise FtkitError(
-            f"{path}: unknown extension '{path.suffix}' without a format; pass --format conll (token ... tag "
-            f"per line) or --format text (documents separated by blank lines), or use one of {', '.join(suffixes)}"
-        )
-    if path.suffix.lower() not in suffixes:
-        raise FtkitError(
-            f"{path}: unknown extension '{path.suffix}'; use one of {', '.join(suffixes)} "
-            "(rename the file if its content is one of these)"
-        )
-
-
 def data_suffixes(fmt: str = "auto") -> tuple[str, ...]:
     """Extensions a data file may have; .txt only with a format that says how to read it."""
     return TABLE_SUFFIXES + CONLL_SUFFIXES + (TEXT_SUFFIXES if fmt in ("conll", "text") else ())
 
 
-def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_records(
+    path: Path | str, encoding: str = "utf-8", fmt: str = "auto", notes: list[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line or row number, record) from a data file, or text lines from '-' (stdin).
 
     CoNLL files (.conll, .iob, or .txt with fmt='conll') yield one record per sentence,
-    {"tokens": [...], "ner_tags": [...]}, numbered by the line of its first token.
+    {"tokens": [...], "ner_tags": [...]}, numbered by the line of its first token. How a file
+    was read, where that is worth saying (a .json file of columns), is appended to `notes`.
     """
     if str(path) == "-":
         for n, line in enumerate(sys.stdin, start=1):
@@ -85,9 +69,8 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
     if suffix == ".parquet":
         yield from _parquet_records(path)
         return
+    codec = text_codec(path, encoding)
     try:
-        # utf-8-sig reads plain UTF-8 too, and drops the byte-order mark some editors write
-        codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
         with open(path, encoding=codec, newline="") as handle:
             if conll:
                 yield from _conll_records(path, handle)
@@ -96,7 +79,7 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
             elif suffix in (".csv", ".tsv"):
                 yield from _csv_records(path, handle, "\t" if suffix == ".tsv" else ",")
             elif suffix in (".json", ".jsonl"):
-                yield from _json_records(path, handle)
+                yield from _json_records(path, handle, [] if notes is None else notes)
             else:
                 for n, line in enumerate(handle, start=1):
                     yield n, {"text": line.rstrip("\r\n")}
@@ -111,7 +94,7 @@ def iter_records(path: Path | str, encoding: str = "utf-8", fmt: str = "auto") -
         raise FtkitError(
             f"{path}: not valid {encoding} text ({err}); the file has another encoding: pass another --encoding (e.g. utf-16-le)"
         ) from None
-    except LookupError:
+    except LookupError:  # a codec that is not a text encoding (rot13): open() refuses it
         raise FtkitError(f"unknown encoding '{encoding}': pass another --encoding (e.g. utf-8, latin-1, cp1252)") from None
 
 
@@ -148,6 +131,7 @@ def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[
     except csv.Error as err:
         raise FtkitError(f"{path}: line 1: {err}") from None
     header = [h.strip().lstrip("\ufeff") for h in header]
+    _refuse_duplicates(path, header, "line 1: the header")
     try:
         for row in reader:
             if not row:  # csv yields [] for a blank line
@@ -159,7 +143,28 @@ def _csv_records(path: Path, handle: io.TextIOBase, delimiter: str) -> Iterator[
                 )
             yield reader.line_num, dict(zip(header, row))
     except csv.Error as err:
+        if "field larger than field limit" in str(err):  # a text past csv's bound, or a stray quote
+            raise FtkitError(
+                f"{path}: line {reader.line_num}: a field is longer than {csv.field_size_limit():,} characters (the csv "
+                "reader's limit), or a quote is never closed; close the quote, or save long texts as .jsonl or .parquet"
+            ) from None
         raise FtkitError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _refuse_duplicates(path: Path, names: list[str], where: str) -> None:
+    """Two columns of one name: a record keeps only the last, so the first would vanish unseen."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise FtkitError(f"{path}: {where} names the column {_short(name)} twice; rename one of them (each column needs its own name)")
+        seen.add(name)
+
+
+def _short(value: Any) -> str:
+    """A value from the file, quoted and cut to a length a one-line message can hold."""
+    from ftkit.bounded import shown
+
+    return shown(value)
 
 
 def _paragraph_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
@@ -185,6 +190,21 @@ def aligned_pair(spec: str) -> tuple[Path, Path] | None:
     return Path(source), Path(target)
 
 
+def check_data(spec: Path | str, fmt: str = "auto") -> None:
+    """check_readable for a --train/--validation/--test/--data value: one data file, or both
+    files of an aligned 'SRC.txt:TGT.txt' pair."""
+    pair = aligned_pair(str(spec))
+    for path in pair or (Path(spec),):
+        check_readable(path, TEXT_SUFFIXES if pair else data_suffixes(fmt))
+
+
+def check_local_files(data: DataConfig) -> None:
+    """Every local data file of a run, checked before any of them is read (or a model loads)."""
+    for split in ("train", "validation", "test"):
+        if getattr(data, split):
+            check_data(getattr(data, split), data.format)
+
+
 def _aligned_records(source: Path, target: Path, encoding: str) -> Iterator[tuple[int, dict]]:
     """Line n of the source file with line n of the target file, as {"source", "target"}."""
     for path in (source, target):
@@ -204,7 +224,7 @@ def _conll_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dic
     tokens: list[str] = []
     tags: list[str] = []
     first = 0
-    for n, line in enumerate(handle, start=1):
+    for n, line in _bounded_lines(path, handle, CONLL_LINE_CHARS):
         fields = line.split()
         if fields and fields[0] == "-DOCSTART-":
             continue
@@ -223,7 +243,23 @@ def _conll_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dic
         yield first, {"tokens": tokens, "ner_tags": tags}
 
 
-def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
+# A CoNLL line holds one token and its tag: a line past this is not one (a whole text without line
+# breaks, a binary file), and a token cut short would lose its tag, so it is refused, read no further.
+CONLL_LINE_CHARS = MIN_TEXT_CHARS
+
+
+def _bounded_lines(path: Path, handle: io.TextIOBase, limit: int) -> Iterator[tuple[int, str]]:
+    """(number, line) of a text file, refusing a line longer than `limit` before reading it all."""
+    for n, line in enumerate(iter(lambda: handle.readline(limit + 1), ""), start=1):
+        if len(line) > limit and line[-1] not in "\r\n":
+            raise FtkitError(
+                f"{path}: line {n} is longer than {limit:,} characters; a CoNLL line holds one token and its tag "
+                "(is this a CoNLL file?)"
+            )
+        yield n, line
+
+
+def _json_records(path: Path, handle: io.TextIOBase, notes: list[str]) -> Iterator[tuple[int, dict]]:
     skipped, first = "", handle.read(1)
     while first and first.isspace():
         skipped, first = skipped + first, handle.read(1)
@@ -239,6 +275,11 @@ def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict
         for n, row in enumerate(rows, start=1):
             yield n, _as_record(path, row, f"item {n}")
         return
+    if first == "{" and path.suffix.lower() == ".json":  # one object: a table of columns, or one record
+        whole = _whole_json_object(path, skipped + first + handle.read())
+        if whole is not None:
+            yield from _object_records(path, whole, notes)
+            return
     handle.seek(0)
     for n, line in enumerate(handle, start=1):
         if not line.strip():
@@ -252,6 +293,46 @@ def _json_records(path: Path, handle: io.TextIOBase) -> Iterator[tuple[int, dict
         except RecursionError:
             raise FtkitError(f"{path}: line {n}: invalid JSON (nested too deeply); each line must be one JSON object") from None
         yield n, _as_record(path, row, f"line {n}")
+
+
+def _whole_json_object(path: Path, text: str) -> dict | None:
+    """A .json file that opens with '{' parsed whole; None when it holds several objects (one per
+    line, as .jsonl), which are then read line by line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data":
+            return None
+        raise FtkitError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}; fix it (or write one object per line as .jsonl)") from None
+    except (ValueError, RecursionError):  # too many digits, nested too deeply: the line reader names the line
+        return None
+
+
+def _object_records(path: Path, table: dict, notes: list[str]) -> Iterator[tuple[int, dict]]:
+    """Rows of a .json file holding one object.
+
+    Columns of equal length, {"text": [...], "label": [...]} (a dataset's to_dict()), or pandas'
+    default to_json(), {"text": {"0": ...}, "label": {"0": ...}}, are read as rows, with a note;
+    any other object is one record. Columns that do not line up are refused: pairing their values
+    by position would be a guess.
+    """
+    columns = list(table.values())
+    if not columns or not (all(isinstance(c, list) for c in columns) or all(isinstance(c, dict) for c in columns)):
+        yield 1, table
+        return
+    index = list(columns[0]) if isinstance(columns[0], dict) else None  # pandas' row labels
+    shapes = {len(c) if index is None else frozenset(c) for c in columns}
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{_short(name)}: {len(c)}" for name, c in list(table.items())[:4])
+        raise FtkitError(
+            f"{path}: an object of columns that do not line up ({sizes}{', ...' if len(table) > 4 else ''}); "
+            "give every column one value per row, or write one object per line as .jsonl"
+        )
+    n = len(columns[0])
+    notes.append(f"{path}: read as a table of {len(table)} columns, {n} rows (one JSON object of columns); row numbers count from 1")
+    for i in range(n):
+        key = i if index is None else index[i]
+        yield i + 1, {name: column[key] for name, column in table.items()}
 
 
 def _as_record(path: Path, row: Any, where: str) -> dict:
@@ -268,6 +349,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
         parquet = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise FtkitError(f"{path}: not a readable parquet file ({err})") from None
+    _refuse_duplicates(path, parquet.schema_arrow.names, "the schema")
     n = 0
     try:
         for batch in parquet.iter_batches(batch_size=1024):
@@ -294,8 +376,9 @@ def read_columns(
     out: dict[str, list[Any]] = {role: [] for role in wanted}
     rows: list[int] = []
     notes: Counter[str] = Counter()
+    read_notes: list[str] = []  # how the file was read (once per file, not per record)
     pair = aligned_pair(str(path))
-    records = _aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt)
+    records = _aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt, read_notes)
     for n, record in records:
         if normalize is not None:
             record, note = normalize(record, str(path), n)
@@ -307,7 +390,7 @@ def read_columns(
         rows.append(n)
     if not rows:
         raise FtkitError(f"{path}: the file is empty (no records); put the examples in it, or pass another file")
-    return Split(out, rows, str(path), [f"{path}: {count} record(s): {note}" for note, count in notes.items()])
+    return Split(out, rows, str(path), read_notes + [f"{path}: {count} record(s): {note}" for note, count in notes.items()])
 
 
 def _missing_column(path: Path | str, n: int | None, role: str, name: str, present: list[str]) -> str:
@@ -389,9 +472,7 @@ def load_splits(
     if local:
         if "train" not in local:
             raise FtkitError("--validation/--test given without --train: pass the training file too")
-        for split, file in local.items():
-            if not aligned_pair(file):
-                check_readable(Path(file), data_suffixes(data.format))
+        check_local_files(data)
         for split, file in local.items():
             splits[split] = read_columns(Path(file), columns, data.encoding, data.format, normalize)
     elif data.dataset:
@@ -453,9 +534,8 @@ def adapt_columns(
     columns present).
     """
     conventional = conventional or {"text": "text", "label": "label"}
+    check_data(path, fmt)
     pair = aligned_pair(str(path))
-    if not pair:
-        check_readable(path, data_suffixes(fmt))
     first = next(_aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt), None)
     if first is None:
         return wanted, []

@@ -53,17 +53,27 @@ def locked(path: Path, what: str) -> Iterator[None]:
         return
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
     fd = os.open(path, flags)
+    busy = FtkitError(f"{path}: another ftkit process is writing {what} right now; wait for it to finish, or choose another output")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise FtkitError(
-                    f"{path}: another ftkit process is writing {what} right now; wait for it to finish, "
-                    "or choose another output"
-                ) from None
+                raise busy from None
             if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
+        # Removed or replaced between open and flock (the process that held it cleaned up after
+        # a failure): a lock on what `path` no longer names would guard nothing.
+        if not _names(path, fd):
+            raise busy
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file or folder open as `fd`."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except OSError:
+        return False

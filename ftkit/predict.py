@@ -7,21 +7,25 @@ carry little padding; results go out in input order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ftkit import lora
 from ftkit.config import RunConfig
 from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
 from ftkit.errors import FtkitError, closest
-from ftkit.models import quiet_transformers
+from ftkit.models import ADAPTER_CONFIG, quiet_transformers
+from ftkit.predict_output import OutputFile, StreamSink, sink_for
 from ftkit.tasks import FAMILY_MODULES, get_task
+from ftkit.values import as_text
 
 CHUNK_BATCHES = 16  # batches per sorted chunk: bounds memory, keeps padding low
 ARCHITECTURE_FAMILIES = {
@@ -129,7 +133,7 @@ def records_from(input_path: str, text_column: str | None, run_config: RunConfig
         if isinstance(value, list):
             yield {"tokens": value}
         else:
-            yield {"text": "" if value is None else str(value)}
+            yield {"text": as_text(value, input_path, n)}  # a dict or bytes is refused, not stringified
 
 
 def _pick_column(path: str, n: int, record: dict, explicit: str | None, defaults: list[str]) -> str:
@@ -143,21 +147,46 @@ def _pick_column(path: str, n: int, record: dict, explicit: str | None, defaults
     raise FtkitError(f"{path}: no column '{defaults[0]}'. Columns present: {', '.join(record)}. Choose one with --text-column.")
 
 
-def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str, options: PredictOptions, resume: bool = False) -> int:
+def predict(
+    model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str,
+    options: PredictOptions, resume: bool = False, overwrite: bool = False,
+) -> int:
     """Write one JSON line per input record (to `output`, else stdout); return the count written.
 
     Each chunk's lines are flushed as soon as they are computed, so a killed run leaves a prefix
-    of complete lines; `resume` keeps those, drops a cut last line and goes on after them.
+    of complete lines that `resume` continues (see ftkit.predict_output). An existing `output`
+    is replaced only with `overwrite`. Ctrl-C ends with one line saying what was written.
     """
     if resume and output is None:
         raise FtkitError("--resume continues an --output file; pass --output FILE")
     procs = processes()
     main = procs is None or procs.is_main_process
-    done = _complete_lines(output) if resume and main else 0
-    if procs:  # only the main process reads and cuts the file; the others skip as many records
-        from accelerate.utils import broadcast_object_list
+    sink = sink_for(output, main, producer(model_dir, options, text_column, encoding), overwrite=overwrite, resume=resume)
+    try:
+        with sink:
+            _predict_into(sink, model_dir, run_config, input_path, text_column, encoding, options, procs)
+            sink.finish()
+            return sink.count
+    except KeyboardInterrupt:
+        raise FtkitError(sink.interrupted(), exit_code=130) from None
+    except FtkitError as err:  # the sinks turn their own write failures (disk full...) into FtkitError
+        raise FtkitError(err.message + sink.kept(), err.exit_code) from None
 
-        done = broadcast_object_list([done])[0]
+
+def _predict_into(sink: Any, model_dir: Path, run_config: RunConfig | None, input_path: str, text_column: str | None, encoding: str, options: PredictOptions, procs: Any) -> None:
+    """Everything about the input and the output is settled before the model loads: the records
+    an output keeps (checked on the main process, skipped on the others) and the first record."""
+    records = records_from(input_path, text_column, run_config, encoding)
+    done = _on_main(procs, lambda: sink.check(records, input_path))
+    if procs and not procs.is_main_process:
+        for _ in itertools.islice(records, done):
+            pass
+    elif done:
+        print(f"note: resuming after the {done} predictions already in {sink.path}", file=sys.stderr)
+    # The first record is read before anything is written: an input refused at once (no such
+    # column, not UTF-8) leaves an existing output file as it was.
+    first = next(records, None)
+    records = itertools.chain([] if first is None else [first], records)
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     options.max_length = run_config.train.max_length if run_config else default_max_length(model, tokenizer)
     if run_config is not None:
@@ -169,42 +198,81 @@ def predict(model_dir: Path, run_config: RunConfig | None, input_path: str, outp
         from transformers import set_seed
 
         set_seed(options.seed)
-    run = task.predictor(model, tokenizer, options)
-    records = records_from(input_path, text_column, run_config, encoding)
-    if done:
-        skipped = sum(1 for _ in itertools.islice(records, done))
-        if skipped < done:
-            raise FtkitError(f"{output}: holds {done} predictions but {input_path} has only {skipped} inputs; is it the same input?")
-        if main:
-            print(f"note: resuming after the {done} predictions already in {output}", file=sys.stderr)
-    # The first record is read before the output is opened: an input refused at once (no such
-    # column, not UTF-8) leaves an existing output file as it was.
-    first = next(records, None)
-    records = itertools.chain([] if first is None else [first], records)
-    if output is None or not main:  # launched on several processes: they compute, the main one writes
-        return done + _write_all(run, records, sys.stdout if main else None, options.batch_size, procs)
-    try:
-        with open(output, "a" if resume else "w", encoding="utf-8", newline="\n") as handle:
-            return done + _write_all(run, records, handle, options.batch_size, procs)
-    except OSError as err:
-        raise FtkitError(f"{output}: cannot write ({err.strerror or err}); free space or choose another --output") from None
+    _write_all(task.predictor(model, tokenizer, options), records, sink, options.batch_size, procs)
 
 
-def _complete_lines(path: Path) -> int:
-    """Count the complete lines of a partial output and cut any unfinished last line."""
-    if not path.exists():
-        return 0
+def _on_main(procs: Any, compute: Callable[[], int]) -> int:
+    """`compute()` on the main process, its answer shared with the others; a refusal there is
+    raised on every process (none is left waiting for the others)."""
+    answer, error = 0, None
+    if procs is None or procs.is_main_process:
+        try:
+            answer = compute()
+        except FtkitError as err:
+            error = (err.message, err.exit_code)
+    if procs:
+        from accelerate.utils import broadcast_object_list
+
+        answer, error = broadcast_object_list([answer, error])
+    if error:
+        raise FtkitError(*error)
+    return answer
+
+
+def producer(model_dir: Path, options: PredictOptions, text_column: str | None, encoding: str) -> dict[str, Any]:
+    """What makes the predictions what they are, recorded beside an output for --resume: the model
+    folder (its path, its files' sizes and times) and the flags that change results (not
+    --batch-size: a resume may need a smaller one)."""
+    stamp = hashlib.sha256()
+    for path in files_read(model_dir):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            stamp.update(f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    flags = {
+        "--top-k": options.top_k, "--aggregation": options.aggregation, "--max-new-tokens": options.max_new_tokens,
+        "--num-beams": options.num_beams, "--temperature": options.temperature, "--top-p": options.top_p,
+        "--stride": options.stride, "--seed": options.seed, "--text-column": text_column, "--encoding": encoding,
+    }
+    return {"model": str(model_dir.resolve()), "model files": stamp.hexdigest(), **flags}
+
+
+def files_read(model_dir: Path) -> list[Path]:
+    """The files that loading `model_dir` for inference reads: its own files, the run's
+    config.yaml beside a model/ or adapter/ folder, and a LoRA adapter's local base model."""
+    folders = [model_dir]
+    base = _adapter_base(model_dir) if lora.is_adapter(model_dir) else None
+    if base is not None and base.is_dir():
+        folders.append(base)
+    found = [p for folder in folders for p in sorted(folder.iterdir()) if p.is_file()]
+    if model_dir.name in ("model", "adapter") and (model_dir.parent / "config.yaml").is_file():
+        found.append(model_dir.parent / "config.yaml")
+    return found
+
+
+def _adapter_base(adapter: Path) -> Path | None:
+    """The adapter's base_model_name_or_path as a path (a Hub id names no local folder)."""
+    config = adapter / ADAPTER_CONFIG
     try:
-        with open(path, "rb+") as handle:
-            count, end = 0, 0
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break
-                count, end = count + 1, end + len(line)
-            handle.truncate(end)
-    except OSError as err:
-        raise FtkitError(f"{path}: cannot resume it ({err.strerror or err})") from None
-    return count
+        if config.stat().st_size > 1 << 20:  # an adapter config is a few hundred bytes
+            return None
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None  # the load refuses it with its own line
+    return Path(base) if isinstance(base, str) and base else None
+
+
+def evaluation_inputs(data_path: Path, fmt: str = "auto") -> list[Path]:
+    """The files `evaluate` reads its examples from (both sides of 'SRC.txt:TGT.txt'), each
+    checked to be a readable data file: called before any model loads."""
+    from ftkit.data import aligned_pair, data_suffixes
+
+    pair = aligned_pair(str(data_path))
+    for path in pair or ():
+        check_readable(path, TEXT_SUFFIXES)
+    if pair:
+        return list(pair)
+    check_readable(data_path, data_suffixes(fmt))
+    return [data_path]
 
 
 def processes() -> Any:
@@ -215,24 +283,27 @@ def processes() -> Any:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
         return None
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # As Accelerator does: without cpu=True, CPU processes (ACCELERATE_USE_CPU) would each take
+    # themselves for the only one, and all of them would write the output.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict], out: IO[str] | None, batch_size: int, procs: Any = None) -> int:
-    count = 0
+def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict], out: Any, batch_size: int, procs: Any = None) -> None:
+    """Predict `records` chunk by chunk into `out`: a sink of ftkit.predict_output, or a text stream."""
+    sink = out if isinstance(out, (StreamSink, OutputFile)) else StreamSink(out)
     chunk: list[dict] = []
     for record in records:
         chunk.append(record)
         if len(chunk) == batch_size * CHUNK_BATCHES:
-            count += _write_chunk(run, chunk, out, batch_size, procs)
+            _write_chunk(run, chunk, sink, batch_size, procs)
             chunk = []
     if chunk:
-        count += _write_chunk(run, chunk, out, batch_size, procs)
-    return count
+        _write_chunk(run, chunk, sink, batch_size, procs)
 
 
-def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], out: IO[str] | None, batch_size: int, procs: Any) -> int:
+def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], sink: Any, batch_size: int, procs: Any) -> None:
     """Predict a chunk in length-sorted batches; write its results in input order.
 
     Launched on several processes, every process reads the same chunk and takes every n-th of
@@ -249,10 +320,7 @@ def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], out
         from accelerate.utils import gather_object
 
         results = dict(gather_object(list(results.items())))
-    if out is not None:
-        out.write("".join(json.dumps(results[i], ensure_ascii=False) + "\n" for i in range(len(chunk))))
-        out.flush()
-    return len(chunk)
+    sink.write(chunk, "".join(json.dumps(results[i], ensure_ascii=False) + "\n" for i in range(len(chunk))))
 
 
 def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, text_column: str | None, label_column: str | None, batch_size: int, encoding: str, fmt: str = "auto") -> dict[str, Any]:
@@ -261,11 +329,10 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     from torch.utils.data import DataLoader
 
     from ftkit.config import DataConfig, RunConfig as Config, TrainConfig
-    from ftkit.data import adapt_columns, aligned_pair, data_suffixes
+    from ftkit.data import adapt_columns
     from ftkit.train import run_evaluation
 
-    if not aligned_pair(str(data_path)):  # 'SRC.txt:TGT.txt' (translation) is checked as it is read
-        check_readable(data_path, data_suffixes(fmt))
+    evaluation_inputs(data_path, fmt)
     task, model, tokenizer = load_for_inference(model_dir, run_config)
     base = run_config or Config(
         name="evaluate", task=family_of(model.config, None), model=str(model_dir),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftkit.bounded import cut, shown
 from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError, closest
 
@@ -36,7 +37,7 @@ def all_recipes() -> list[Recipe]:
     for path in sorted(recipes_dir().glob("*.yaml")):
         config = from_dict(load_yaml_file(path), source=str(path))
         if config.name != path.stem:
-            raise FtkitError(f"{path}: 'name' is {config.name!r} but the file is {path.stem}.yaml")
+            raise FtkitError(f"{path}: 'name' is {shown(config.name)} but the file is {path.stem}.yaml")
         recipes.append(Recipe(path.stem, path, config))
     return recipes
 
@@ -46,7 +47,7 @@ def get_recipe(name: str) -> Recipe:
     recipes = {r.name: r for r in all_recipes()}
     if name not in recipes:
         raise FtkitError(
-            f"unknown recipe '{name}'.{closest(name, list(recipes))} "
+            f"unknown recipe {shown(name)}.{closest(cut(name, 60), list(recipes))} "
             f"Available: {', '.join(recipes)} (see `ftkit recipes list`), or pass a YAML file."
         )
     return recipes[name]

@@ -71,8 +71,19 @@ class Run:
         return flatten(self.config.to_dict(), whole=())  # expect bars too: one row each
 
 
+class NotARun(FtkitError):
+    """The folder is no run at all (empty, a stray folder, a file): `runs compare` skips it."""
+
+
 def read_run(path: Path) -> Run:
-    """Read a run folder; anything that is not one, or is damaged, is an FtkitError naming the fix."""
+    """Read a run folder; anything that is not one (NotARun), or is damaged, is an FtkitError naming the fix."""
+    try:
+        return _read_run(path)
+    except OSError as err:  # an unreadable folder or file: one line, not a traceback
+        raise FtkitError(f"{path}: cannot read it ({err.strerror or err}); check its permissions") from None
+
+
+def _read_run(path: Path) -> Run:
     _check_folder(path)
     config_file = path / "config.yaml"
     try:
@@ -97,7 +108,7 @@ def _check_folder(path: Path) -> None:
         raise FtkitError(f"{path}: no such folder; {hint}")
     if not path.is_dir():
         inside = f" (the run folder {path.parent}?)" if (path.parent / "config.yaml").is_file() else ""
-        raise FtkitError(f"{path}: is a file, not a run folder; {hint}{inside}")
+        raise NotARun(f"{path}: is a file, not a run folder; {hint}{inside}")
     if (path / "config.yaml").is_file():
         return
     if (path / "metrics.json").exists() or (path / "model").is_dir():
@@ -105,8 +116,8 @@ def _check_folder(path: Path) -> None:
     inner = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file()) if path.is_dir() else []
     if inner:  # e.g. runs/: a folder of run folders
         names = ", ".join(str(p) for p in inner[:3]) + (", ..." if len(inner) > 3 else "")
-        raise FtkitError(f"{path}: not a run folder, but it holds {len(inner)}: {names}; pass those (e.g. `ftkit runs compare {path}/*`)")
-    raise FtkitError(f"{path}: not an ftkit run folder (no config.yaml); {hint}")
+        raise NotARun(f"{path}: not a run folder, but it holds {len(inner)}: {names}; pass those (e.g. `ftkit runs compare {path}/*`)")
+    raise NotARun(f"{path}: not an ftkit run folder (no config.yaml); {hint}")
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, resume: Path | None = None) -> dict[str, Any]:
+def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, resume: Path | None = None,
+             accepted: Callable[[], None] | None = None) -> dict[str, Any]:
     """Fine-tune `config.model` on the recipe's data; write the run folder `out`; return metrics.
 
     resume: a checkpoint folder to continue from; the result equals an uninterrupted run's.
+    accepted: called on the main process once every input is accepted, before anything is
+    written: it makes `out` (or clears the earlier run there).
     """
     import torch
     from accelerate import Accelerator
@@ -77,14 +81,21 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     with accelerator.main_process_first():  # tokenize once; other ranks wait, then reuse
         prepared = task.prepare(_limit(splits, config), config, tokenizer)
     task.check_metric_keys(config, prepared.names)
-    if accelerator.is_main_process and resume is None:  # once the data is accepted; --resume compares it
-        artifacts.save_config(out / "config.yaml", config)
     for note in prepared.notes:
         reporter.note(note)
     model = task.load_model(source, prepared, tokenizer, config)
     freeze_unsaved(model)  # else the saved model would differ from the one scored
     if config.lora.enabled:
         model = lora.wrap(model, config)
+    # Every input is accepted now (data, tokenizer, weights): only now may the run folder be made,
+    # or --overwrite clear the earlier run. --resume keeps its config.yaml: it compared it.
+    if accelerator.is_main_process and resume is None:
+        if accepted is not None:
+            accepted()
+        try:
+            artifacts.save_config(out / "config.yaml", config)
+        except OSError as err:
+            raise FtkitError(f"{out}: cannot write config.yaml ({err.strerror or err}); free space or fix permissions, then run again", exit_code=1) from None
     trainable, parameters = lora.parameter_counts(model)
     if config.lora.enabled:
         reporter.note(f"LoRA r={config.lora.r}, alpha={config.lora.alpha}: {trainable:,} of {parameters:,} parameters train ({100 * trainable / parameters:.2f}%)")
@@ -145,9 +156,9 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     }
     best_state = None
     if resume is not None:
-        accelerator.load_state(str(resume))
-        state.update(checkpoints.read_state(resume))
-        best_state = checkpoints.load_best(resume, state)
+        plan = checkpoints.Plan(total_steps, steps_per_epoch, epochs, len(train_dl), t.gradient_accumulation_steps, n, precision != "fp16")
+        saved, best_state = checkpoints.restore(accelerator, model, scheduler, resume, plan)  # checked, not trusted
+        state.update(saved)
         if accelerator.is_main_process:
             checkpoints.trim_log(out / "log.jsonl", state)
         reporter.note(f"resuming from {resume} (step {state['step']} of {total_steps})")
@@ -188,6 +199,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
 
     def checkpoint() -> Path:
         nonlocal saved_step, segment_start
+        watch.check(accelerator, total_steps)  # never a checkpoint past a non-finite loss
         state["train_time"] += time.perf_counter() - segment_start  # time spent saving is not training time
         state["loss_sum"] = accelerator.reduce(loss_sum, reduction="mean").item() if accelerator.num_processes > 1 else loss_sum.item()
         path = checkpoints.save(accelerator, out, state, best_state, t.keep_checkpoints)
@@ -197,6 +209,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     model.train()
     segment_start = time.perf_counter()
     with checkpoints.StopRequest() as stop:
+        # The first non-finite loss, kept on the device: read where the loop waits for it anyway.
+        watch = checkpoints.LossWatch(accelerator.device, checkpoints.divergence_advice(t.learning_rate, precision, t.max_grad_norm))
         for epoch in range(state["epoch"], epochs):
             shuffle.manual_seed(t.seed + epoch)  # each epoch's order depends on nothing before it: resumable
             skip = state["batches"] if epoch == state["epoch"] else 0
@@ -219,6 +233,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.detach()
+                watch.record(loss, state["step"] + 1)
                 state["loss_count"] += 1
                 state["batches"] += 1
                 batch_samples = batch["input_ids"].shape[0] * accelerator.num_processes
@@ -230,6 +245,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                 step = state["step"]
                 if step % t.logging_steps == 0 or step == total_steps:
                     # .item() waits for the device: only at logging steps, never every step.
+                    watch.check(accelerator, total_steps)
                     mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / state["loss_count"]
                     state["loss_total"] += mean_loss * state["loss_count"]
                     state["loss_total_count"] += state["loss_count"]
@@ -244,6 +260,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                 else:
                     reporter.update(step)
                 if t.eval_steps and step % t.eval_steps == 0:
+                    watch.check(accelerator, total_steps)  # diverged weights are no candidate for the best
                     validate(step / steps_per_epoch)
                     window_start = time.perf_counter()  # evaluation time is not training speed
                 if step >= total_steps or state["stopped_early"]:
@@ -255,6 +272,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
             if state["step"] >= total_steps or state["stopped_early"]:
                 break
             if not t.eval_steps:
+                watch.check(accelerator, total_steps)
                 validate(state["step"] / steps_per_epoch)
                 window_start = time.perf_counter()
                 if state["stopped_early"]:
@@ -265,6 +283,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
             if _stop_requested(stop, accelerator):
                 state["epoch"], state["batches"] = epoch + 1, 0
                 raise _interrupted(stop, checkpoint() if saved_step != state["step"] else checkpoints.latest(out), command, out)
+        watch.check(accelerator, total_steps)  # the steps since the last check: before the final evaluation
     step = state["step"]
     if state["loss_count"]:  # steps since the last logging step (early stopping): part of the mean loss
         state["loss_total"] += accelerator.reduce(loss_sum, reduction="mean").item()
@@ -279,6 +298,10 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     # --- test with the best model, then save
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
+    # Finite losses do not prove finite weights (the last update may overflow): garbage is no result.
+    if bad := checkpoints.nonfinite(accelerator.unwrap_model(model).parameters(), accelerator):
+        raise FtkitError(f"training diverged: {bad} weight tensor(s) of the final model hold NaN or infinite values; "
+                         f"the model is not saved. {watch.advice}", exit_code=1)
     results: dict[str, Any] = {
         "train": {
             "loss": state["loss_total"] / max(state["loss_total_count"], 1),
@@ -300,12 +323,16 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         log.write({"type": "eval", "split": "test", "step": step, **results["test"]})
         accelerator.log(scalars("test", results["test"]), step=step)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        try:
-            artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
-        except OSError as err:
-            again = "--resume continues from the last checkpoint" if checkpoints.latest(out) else "rerun"
-            raise FtkitError(f"{out}: cannot write the finished run ({err.strerror or err}); free space or fix permissions, then {again}", exit_code=1) from None
+
+    def save() -> None:
+        artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
+
+    try:
+        checkpoints.together(accelerator, save if accelerator.is_main_process else None)  # a failure stops every process
+    except checkpoints.WriteFailed as err:
+        again = checkpoints.resume_hint(out) or "run again"
+        raise FtkitError(f"{out}: cannot write the finished run ({err.cause}); free space or fix permissions, then {again}", exit_code=1) from None
+    if accelerator.is_main_process:  # only once the result is safe: a failed or interrupted save can --resume
         checkpoints.remove(out)
     accelerator.wait_for_everyone()
     accelerator.end_training()

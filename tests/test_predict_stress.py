@@ -81,5 +81,8 @@ def test_resume_refusals(run_dir, tmp_path, cli):
     assert code == 2 and "--output" in err
     longer = tmp_path / "longer.jsonl"
     longer.write_text("".join(json.dumps({"text": str(i)}) + "\n" for i in range(5)))
+    before = longer.read_bytes()
+    # Lines ftkit did not write (no state file beside them) are never taken for predictions.
     code, _, err = cli("predict", run_dir, source, "--output", longer, "--resume")
-    assert code == 2 and "holds 5 predictions" in err and "only 2 inputs" in err
+    assert code == 2 and "not the partial output of an interrupted ftkit predict" in err
+    assert longer.read_bytes() == before

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import os
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +15,9 @@ from ftkit.cli import options as o
 from ftkit.cli.tables import print_bars, print_metrics
 from ftkit.config import RunConfig, apply_overrides, flatten, parse_set
 from ftkit.errors import FtkitError
+
+if TYPE_CHECKING:  # loaded when a run starts, not at `ftkit --help`
+    from ftkit.rundir import RunFolder
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe name (see `ftkit recipes list`) or a YAML file.", show_default=False, autocompletion=o.recipe_names)]
 
@@ -92,7 +96,7 @@ reproduce.__signature__ = inspect.signature(finetune, eval_str=True)  # type: ig
 
 def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
     """The recipe with flags and --set applied, checked; plus notes for the user."""
-    from ftkit.data import adapt_columns
+    from ftkit.data import adapt_columns, check_local_files
     from ftkit.recipes import load_config
 
     config, _ = load_config(args["recipe"])
@@ -106,6 +110,7 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
         overrides.update({"data.train": None, "data.validation": None, "data.test": None})
     overrides.update(parse_set(args.get("set_") or []))
     config = apply_overrides(config, overrides, source="command line")
+    check_local_files(config.data)  # every file, before any is read: a FIFO or a loop fails here
     notes: list[str] = []
     if config.data.train:
         explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
@@ -126,48 +131,84 @@ def _absolute(path: Path) -> str:
     """Absolute path(s) of a data file, or of both sides of an aligned 'src.txt:tgt.txt' pair."""
     from ftkit.data import aligned_pair
 
+    # abspath, not resolve(): a symbolic link loop must reach check_local_files' clear refusal
     pair = aligned_pair(str(path))
-    return ":".join(str(p.resolve()) for p in pair) if pair else str(path.resolve())
+    return ":".join(os.path.abspath(p) for p in pair) if pair else os.path.abspath(path)
 
 
 def run(args: dict[str, Any], check_expect: bool) -> None:
-    from ftkit.artifacts import prepare_output_dir
+    """Check everything, then train in a run folder that is made only once the inputs are accepted."""
     from ftkit.progress import Reporter
 
     o.apply_policy(args.get("trust_remote_code", False), args.get("allow_pickle", False))
-    config, notes = resolve(args)
-    from ftkit.train import check_trackers
+    try:
+        config, notes = resolve(args)
+        if check_expect and not config.expect:  # known now, not after an hour of training
+            raise FtkitError(f"recipe '{config.name}' has no expect: bars to check; add some or use `ftkit finetune`")
+        from ftkit.train import check_trackers
 
-    check_trackers(config.train.trackers())  # a missing package fails before any folder is made
-    checkpoint = None
+        check_trackers(config.train.trackers())  # a missing package fails before any work
+        folder, checkpoint = open_folder(config, args)
+    except KeyboardInterrupt:  # Typer would exit 130 without a word; nothing is written this early
+        from ftkit.rundir import NOT_STARTED
+
+        raise FtkitError(NOT_STARTED, exit_code=130) from None
+    from ftkit.cli import invoked
+
+    command = "ftkit " + shlex.join(_without_resume(invoked)) if invoked else f"ftkit finetune {shlex.quote(args['recipe'])}"
+    reporter = Reporter(quiet=args.get("quiet", False))
+    with folder.lifetime(command):  # the lock until the end; a failure removes what the run made
+        for note in notes:
+            reporter.note(note)
+        from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
+
+        try:
+            results = train_run(config, folder.out, reporter, command, resume=checkpoint, accepted=folder.accept)
+        finally:
+            reporter.finish()  # a live progress bar would swallow the last line
+        folder.done()
+        if o.main_process():  # every process has the same results; one reports them
+            report(results, config, folder.out, check_expect)
+
+
+def open_folder(config: RunConfig, args: dict[str, Any]) -> tuple[RunFolder, Path | None]:
+    """The run folder (checked, not yet made) and, for --resume, the checkpoint to continue from.
+    Only the main process makes, locks and cleans the folder; the others get an inert one."""
+    from ftkit.rundir import RunFolder
+
     if args.get("resume") or args.get("resume_from"):
         if args.get("overwrite"):
             raise FtkitError("--resume continues a run and --overwrite starts it again: pass one of them")
         out, checkpoint = resume_target(config, args.get("output_dir"), args.get("resume_from"))
-    else:
-        if args.get("output_dir") is None and o.world_size() > 1:  # each process would pick its own time stamp
-            raise FtkitError("several processes (accelerate launch / torchrun) share one run folder: pass --output-dir")
-        out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        if o.main_process():  # the others find it made when the training loop's first barrier lets them on
-            prepare_output_dir(out, overwrite=args.get("overwrite", False))
-    reporter = Reporter(quiet=args.get("quiet", False))
-    for note in notes:
-        reporter.note(note)
+        return (RunFolder.resume(out) if o.main_process() else RunFolder(out, writer=False)), checkpoint
+    if args.get("output_dir") is None and o.world_size() > 1:  # each process would pick its own time stamp
+        raise FtkitError("several processes (accelerate launch / torchrun) share one run folder: pass --output-dir")
+    out = args.get("output_dir") or Path("runs") / f"{config.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if not o.main_process():
+        return RunFolder(out, writer=False), None
+    return RunFolder.new(out, overwrite=args.get("overwrite", False), inputs=local_inputs(config)), None
 
-    from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
 
-    from ftkit.cli import invoked
+def local_inputs(config: RunConfig) -> list[tuple[str, str]]:
+    """(flag, path) of every local file or folder the run reads: --overwrite must not delete one."""
+    from ftkit.data import aligned_pair
 
-    command = "ftkit " + shlex.join(_without_resume(invoked)) if invoked else f"ftkit finetune {shlex.quote(args['recipe'])}"
-    results = train_run(config, out, reporter, command, resume=checkpoint)
-    if not o.main_process():  # every process has the same results; one reports them
-        return
+    named = {"--model": config.model, "--dataset": config.data.dataset}
+    named.update({f"--{split}": getattr(config.data, split) for split in ("train", "validation", "test")})
+    found = []
+    for flag, value in named.items():
+        if value:  # a translation pair 'src.txt:tgt.txt' is two files
+            paths = aligned_pair(str(value)) or (Path(str(value)).expanduser(),)
+            found += [(flag, str(path)) for path in paths if os.path.lexists(path)]
+    return found
+
+
+def report(results: dict[str, Any], config: RunConfig, out: Path, check_expect: bool) -> None:
+    """The metrics table, the run folder and (reproduce) the expect: bars; exit 1 if one fails."""
     print_metrics(results)
     typer.echo(f"run folder: {out}", err=True)
     if check_expect:
         section = "test" if results.get("test") else "validation"
-        if not config.expect:
-            raise FtkitError(f"recipe '{config.name}' has no expect: bars to check; add some or use `ftkit finetune`")
         if not print_bars(config.expect, results[section], section):
             raise typer.Exit(1)
 
@@ -200,7 +241,9 @@ def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path 
     now = flatten(config.to_dict())
     changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE]
     if changed:
-        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        from ftkit.bounded import shown
+
+        diffs = "; ".join(f"{k}: {shown(saved.get(k))} -> {shown(now.get(k))}" for k in changed[:6])
         raise FtkitError(
             f"{out}: the run was started with other settings ({diffs}). Resume with the same command, "
             "or start a new run in another --output-dir"

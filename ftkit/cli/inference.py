@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ftkit.cli import options as o
 from ftkit.errors import FtkitError, closest
+
+if TYPE_CHECKING:
+    from ftkit.config import RunConfig
 
 AGGREGATIONS = ("simple", "first", "average", "max")
 
@@ -31,7 +35,8 @@ def predict(
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="Generation: sample with this temperature.", rich_help_panel="Generation")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Generation: sample from the top-p nucleus.", rich_help_panel="Generation")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Generation: seed for sampling (repeatable outputs).", rich_help_panel="Generation")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Keep the complete lines already in --output and predict only the rest (after a kill).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted predict: keep the predictions already in --output (checked to be this input's, with this model and options) and predict the rest.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     stride: Annotated[Optional[int], typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads \\[default: the run's train.stride].", show_default=False)] = None,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
@@ -41,37 +46,41 @@ def predict(
 
     [dim]ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl
     cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -
-    ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple[/dim]
+    ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple
+    ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl --resume[/dim]
     """
-    for flag, number in (("--batch-size", batch_size), ("--top-k", top_k)):
-        if number <= 0:
-            raise FtkitError(f"{flag} must be a positive integer, got {number} (e.g. {flag} {32 if flag == '--batch-size' else 1})")
+    from ftkit.config import check_flag
+
+    # Each number feeds torch: the same ranges as the config keys they stand for (a seed past
+    # 2**32 or a beam count of 10**20 would be an internal error deep in torch otherwise).
+    for flag, key, value in (
+        ("--batch-size", "train.eval_batch_size", batch_size), ("--top-k", "train.batch_size", top_k),
+        ("--stride", "train.stride", stride), ("--seed", "train.seed", seed),
+        ("--max-new-tokens", "generation.max_new_tokens", max_new_tokens), ("--num-beams", "generation.num_beams", num_beams),
+        ("--temperature", "generation.temperature", temperature), ("--top-p", "generation.top_p", top_p),
+    ):
+        check_flag(flag, key, value)
     if aggregation not in AGGREGATIONS:
         raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
-    if stride is not None and stride < 0:
-        raise FtkitError("--stride must not be negative")
+    _check_resume_flags(output, resume, overwrite)
     from ftkit.artifacts import resolve_model_dir
     from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
-    from ftkit.predict import PredictOptions, predict as run_predict
+    from ftkit.predict import PredictOptions, files_read, predict as run_predict
 
-    # Every argument is checked before the model loads (seconds) and before anything is written.
+    # Every argument is checked before the model loads (seconds) and before anything is written;
+    # whether an existing --output may be replaced or continued is decided once it is locked.
     o.apply_policy(trust_remote_code, allow_pickle)
     _check_run_dir(run_dir)
     if input != "-":
         check_readable(Path(input), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
-    if output is not None and not _is_stream(output):
-        _check_writable(output)
     model_dir, config = resolve_model_dir(run_dir)
-    for flag, value in (("--max-new-tokens", max_new_tokens), ("--num-beams", num_beams), ("--temperature", temperature), ("--top-p", top_p)):
-        if value is not None and value <= 0:
-            raise FtkitError(f"{flag} must be positive, got {value}")
-    if top_p is not None and top_p > 1:
-        raise FtkitError(f"--top-p must be in (0, 1], got {top_p}")
+    if output is not None:
+        _check_output(output, [input, *files_read(model_dir)])
     options = PredictOptions(
         batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
         max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
     )
-    count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume)
+    count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume, overwrite=overwrite)
     if output is not None and o.main_process():
         typer.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -85,6 +94,7 @@ def evaluate(
     batch_size: BatchOpt = 64,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")] = "utf-8",
     fmt: o.FormatOpt = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
 ) -> None:
@@ -92,24 +102,42 @@ def evaluate(
 
     [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json[/dim]
     """
-    if batch_size <= 0:
-        raise FtkitError(f"--batch-size must be a positive integer, got {batch_size} (e.g. --batch-size 64)")
-    from ftkit.artifacts import resolve_model_dir, write_json
-    from ftkit.cli.tables import print_metrics
-    from ftkit.predict import evaluate as run_evaluate
+    from ftkit.config import check_flag
+
+    check_flag("--batch-size", "train.eval_batch_size", batch_size)
+    from ftkit.artifacts import resolve_model_dir
+    from ftkit.predict import evaluation_inputs, files_read
+    from ftkit.predict_output import is_stream, refuse_replacing
 
     o.apply_policy(trust_remote_code, allow_pickle)
     _check_run_dir(run_dir)
-    if output is not None:
-        _check_writable(output)
+    inputs = evaluation_inputs(data, fmt)  # every file it reads, checked before any model loads
     model_dir, config = resolve_model_dir(run_dir)
+    if output is not None:
+        _check_output(output, [*inputs, *files_read(model_dir)])
+        if not overwrite and not is_stream(output):
+            refuse_replacing(output)
+    try:
+        _evaluate(model_dir, config, data, output, text_column, label_column, batch_size, encoding, fmt)
+    except KeyboardInterrupt:
+        kept = "" if output is None else f", {output} was not written"
+        raise FtkitError(f"interrupted before the evaluation finished{kept}; nothing changed; rerun the same command", exit_code=130) from None
+
+
+def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Optional[Path], text_column: Optional[str], label_column: Optional[str], batch_size: int, encoding: str, fmt: str) -> None:
+    """Evaluate, print the table, write --output (a regular file replaced whole by a rename)."""
+    from ftkit.artifacts import write_json
+    from ftkit.cli.tables import print_metrics
+    from ftkit.predict import evaluate as run_evaluate
+    from ftkit.predict_output import is_stream
+
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
     if not o.main_process():  # launched on several processes: each holds the same gathered metrics
         return
     print_metrics({"test": result})
     if output is not None:
         try:
-            if _is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
+            if is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
                 import json
 
                 output.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
@@ -127,9 +155,29 @@ def _check_run_dir(path: Path) -> None:
         )
 
 
-def _is_stream(path: Path) -> bool:
-    """A device or pipe (not a regular file, not a folder): written in place, never replaced."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+def _check_resume_flags(output: Optional[Path], resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise FtkitError("--resume keeps the predictions already in --output and --overwrite replaces them: pass one of them")
+    if resume and _is_device(output):
+        raise FtkitError(f"--resume continues an --output file, and {output} is a device or pipe; rerun without --resume")
+
+
+def _is_device(path: Optional[Path]) -> bool:
+    from ftkit.predict_output import is_stream
+
+    return path is not None and is_stream(path)
+
+
+def _check_output(output: Path, reads: list[Path | str]) -> None:
+    """--output is none of the files the command reads (any spelling, link or hard link), and a
+    place a file can be written (a device or pipe is written in place)."""
+    from ftkit.fsguard import refuse_overlap
+
+    refuse_overlap(output, reads, "--output")
+    if os.path.lexists(output) and not output.exists():
+        raise FtkitError(f"{output}: a symlink to nothing (or a symlink loop); pass a file name for --output")
+    if not _is_device(output):
+        _check_writable(output)
 
 
 def _check_writable(path: Path) -> None:
@@ -140,6 +188,8 @@ def _check_writable(path: Path) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise FtkitError(f"{folder}: no such folder for --output {path}; create it or choose another --output")
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise FtkitError(f"{path}: cannot write (Permission denied); choose another --output")
     probe = folder / f".{path.name}.ftkit-write-test"
     try:
         probe.write_text("ok")

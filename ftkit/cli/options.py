@@ -17,7 +17,7 @@ TextColumnOpt = Annotated[Optional[str], typer.Option("--text-column", help="Col
 LabelColumnOpt = Annotated[Optional[str], typer.Option("--label-column", help="Column holding the label.", rich_help_panel="Model and data")]
 EncodingOpt = Annotated[Optional[str], typer.Option("--encoding", help="Text encoding of local files (default utf-8).", rich_help_panel="Model and data")]
 OutputDirOpt = Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Run folder \\[default: runs/<recipe>-<UTC time>].", rich_help_panel="Run")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the run files in a non-empty --output-dir.", rich_help_panel="Run")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the earlier ftkit run in --output-dir (only its own files, once the new inputs are accepted; a folder holding other files is refused).", rich_help_panel="Run")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs.", rich_help_panel="Training")]
 MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after N optimizer steps (overrides --epochs).", rich_help_panel="Training")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Examples per device per step.", rich_help_panel="Training")]

@@ -57,7 +57,7 @@ def compare(run_dirs: RunsArg, split: SplitOpt = None, markdown: MarkdownOpt = F
         raise FtkitError(f"runs compare needs two or more run folders, got one; for a single run use: ftkit runs show {run_dirs[0]}")
     if split is not None and split not in runs.SPLITS:
         raise FtkitError(f"--split must be one of {', '.join(runs.SPLITS)}, got {split!r}")
-    result = runs.compare([runs.read_run(p) for p in run_dirs], split)
+    result = runs.compare(_runs_among(run_dirs), split)
     if markdown:
         typer.echo(_markdown(result), nl=False)
         return
@@ -74,6 +74,24 @@ def compare(run_dirs: RunsArg, split: SplitOpt = None, markdown: MarkdownOpt = F
             table.add_row(escape(row.label), *cells)
         table.add_section()
     _console(extra=30 * len(result.names)).print(table)
+
+
+def _runs_among(paths: list[Path]) -> list[Any]:
+    """The runs among `paths` (`runs/*` may match a stray folder or file: skipped with a note);
+    a damaged run is still an error. Two runs at least."""
+    from ftkit import runs
+
+    found, skipped = [], []
+    for path in paths:
+        try:
+            found.append(runs.read_run(path))
+        except runs.NotARun as err:
+            skipped.append(err.message)
+    if len(found) < 2:
+        raise FtkitError(f"runs compare needs two or more run folders, found {len(found)} among the {len(paths)} given ({skipped[0]})")
+    for message in skipped:
+        typer.echo(f"note: skipped {message}", err=True)
+    return found
 
 
 def _markdown(result: Any) -> str:

@@ -17,6 +17,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
+from ftkit.values import as_text, cut_texts, text_limit
 
 AUTO_MODEL = "AutoModelForCausalLM"
 STRATIFY = None
@@ -61,7 +62,9 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
         raise FtkitError(f"'{config.model}': the tokenizer has no end-of-text token to separate documents")
     features, notes = {}, []
     for split_name, split in splits.items():
-        texts = [v for v in split.columns["text"] if isinstance(v, str) and v.strip()]
+        # Every token of a document is trained on (documents are packed, not truncated), so no
+        # document is cut here: its size is the data's.
+        texts = [t for v, r in zip(split.columns["text"], split.rows) if (t := as_text(v, split.source, r)).strip()]
         if len(texts) < len(split.columns["text"]):
             notes.append(f"{split.source}: skipped {len(split.columns['text']) - len(texts)} empty document(s)")
         if not texts:
@@ -138,7 +141,9 @@ def predictor(model: Any, tokenizer: Any, options: Any):
 
     def run(records: list[dict]) -> list[dict]:
         prompts = [r["text"] for r in records]
-        encoded = tokenizer(prompts, max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
+        # The model reads a prompt's last max_length tokens: keep the end of a huge one, whole in the output.
+        inputs, _ = cut_texts(prompts, text_limit(options.max_length), keep_end=True)
+        encoded = tokenizer(inputs, max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             generated = model.generate(**encoded, pad_token_id=tokenizer.pad_token_id, **overrides)
         continuations = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -12,6 +12,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
+from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
 STRATIFY = "label"  # carved splits keep the class balance
@@ -52,10 +53,16 @@ def check_model(model_config: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------- labels
 
 _INT = re.compile(r"^[+-]?\d+$")
+# A whole number however a file spells it: "+1", "1.0" (pandas writes an integer column that
+# has a gap as floats), "-1.00". The sign '+' and a zero fraction are dropped; leading zeros are
+# kept ("01" may be a code, not a number).
+_WHOLE = re.compile(r"^\+?(-?\d+)(?:\.0*)?$")
 
 
 def label_key(value: Any, source: str, row: int) -> str:
-    """A label as a string key: 'spam', or '1' for 1 / 1.0 / '1'; None and NaN are errors."""
+    """A label as a string key: 'spam', or '1' for 1 / 1.0 / '1' / '1.0' / True (one class
+    however the file spells it); None, NaN and an empty cell are refused, as are objects,
+    lists and bytes. A fractional number (1.5) is a class named '1.5'."""
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, float):
@@ -65,9 +72,12 @@ def label_key(value: Any, source: str, row: int) -> str:
             value = int(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise FtkitError(f"{source}: line/row {row}: the label is empty (None/NaN); fill it in or drop the row")
-    if isinstance(value, (list, dict)):
-        raise FtkitError(f"{source}: line/row {row}: the label is a {type(value).__name__}; expected one class name or id")
-    return str(value).strip()
+    kind = structure(value)
+    if kind:
+        raise FtkitError(f"{source}: line/row {row}: the label is {kind}; expected one class name or id (check --label-column)")
+    key = str(value).strip()
+    whole = _WHOLE.match(key)
+    return whole.group(1) if whole else key
 
 
 def label_names(train: Split, recipe_labels: list[str] | None) -> tuple[list[str], str | None]:
@@ -84,39 +94,64 @@ def label_names(train: Split, recipe_labels: list[str] | None) -> tuple[list[str
     else:
         ints = all(_INT.match(k) for k in keys)
         names = sorted(keys, key=lambda k: int(k) if ints else k)
-        note = None if not recipe_labels else f"labels {recipe_labels} do not match the data; using the data's: {names}"
+        note = None if not recipe_labels else f"labels {recipe_labels} do not match the data; using the data's: {listing(names)}"
+        note = note or _mixed_note(train.source, names)
     present = {names[_index(k, names)] for k in keys}  # type: ignore[index]
     if len(present) < 2:
         raise FtkitError(
-            f"{train.source}: every training example has the label {sorted(present)[0]!r}; "
+            f"{train.source}: every training example has the label {sorted(present)[0][:40]!r}; "
             "a classifier needs at least two classes (check --label-column)"
         )
     return names, note
 
 
-def _index(key: str, names: list[str]) -> int | None:
-    """The id of a label key: its position by name, else an integer index into names."""
+def listing(names: list[str], most: int = 10) -> str:
+    """Class names for a message: the first few, each cut short (a text column taken for the
+    label has as many 'classes' as rows)."""
+    shown = ", ".join(n if len(n) <= 40 else n[:37] + "..." for n in names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _mixed_note(source: str, names: list[str]) -> str | None:
+    """A note when class names and integer ids share a column: they cannot be matched up."""
+    ints = [n for n in names if _INT.match(n)]
+    if not ints or len(ints) == len(names):
+        return None
+    other = next(n for n in names if not _INT.match(n))
+    return (
+        f"{source}: the labels mix integer ids (e.g. {ints[0]!r}) and names (e.g. {other[:40]!r}): each is its own class. "
+        "If the ids stand for names, write names everywhere, or set data.labels to the names in id order"
+    )
+
+
+def _index(key: str, names: list[str], by_index: bool = True) -> int | None:
+    """The id of a label key: its position by name, else (by_index) an integer index into names."""
     if key in names:
         return names.index(key)
-    if _INT.match(key) and 0 <= int(key) < len(names):
+    if by_index and _INT.match(key) and 0 <= int(key) < len(names):
         return int(key)
     return None
 
 
-def encode(split: Split, names: list[str], split_name: str) -> list[int]:
-    """Label ids for a split; labels the model does not know are one error listing them all."""
+def encode(split: Split, names: list[str], split_name: str, by_index: bool = True) -> list[int]:
+    """Label ids for a split; labels the model does not know are one error listing them all.
+
+    An integer label is an index into `names` only where their order was given (the recipe's
+    `labels`, a trained model's): names sorted from the training data have no order to index.
+    """
     ids, unseen = [], {}
     for value, row in zip(split.columns["label"], split.rows):
         key = label_key(value, split.source, row)
-        index = _index(key, names)
+        index = _index(key, names, by_index)
         if index is None:
             unseen.setdefault(key, row)
         ids.append(index)
     if unseen:
-        listed = ", ".join(f"{k!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
+        listed = ", ".join(f"{k[:40]!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
+        ids_hint = " Integer labels are ids only with data.labels naming the classes in id order." if not by_index and any(_INT.match(k) for k in unseen) else ""
         raise FtkitError(
             f"{split.source}: {split_name} has label(s) the training data never had: {listed}. "
-            f"Known labels: {', '.join(names)}. Fix the labels or add examples of them to train."
+            f"Known labels: {listing(names)}. Fix the labels or add examples of them to train.{ids_hint}"
         )
     return ids
 
@@ -129,14 +164,19 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
     import datasets
 
     notes: list[str] = []
+    by_index = names is not None  # a trained model's names are in id order
     if names is None:
         names, note = label_names(splits["train"], config.data.labels)
         notes += [note] if note else []
+        by_index = names == list(config.data.labels or [])
     features = {}
+    limit = text_limit(config.train.max_length)
     for split_name, split in splits.items():
-        ids = encode(split, names, split_name)
-        texts = [_text(v) for v in split.columns["text"]]
-        pairs = [_text(v) for v in split.columns["text_pair"]] if "text_pair" in split.columns else None
+        ids = encode(split, names, split_name, by_index)
+        texts, cut = column_texts(split.columns["text"], split.rows, split.source, "text", limit)
+        pairs, cut_pairs = column_texts(split.columns["text_pair"], split.rows, split.source, "text pair", limit) if "text_pair" in split.columns else (None, 0)
+        if cut + cut_pairs:
+            notes.append(cut_note(split.source, cut + cut_pairs, "text", limit, reads_at_most(config.train.max_length)))
         keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
         if len(keep) < len(texts):
             notes.append(f"{split.source}: skipped {len(texts) - len(keep)} example(s) with an empty text")
@@ -157,12 +197,6 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> Any:
     """Truncate to max_length; no padding here (the collator pads each batch to its longest)."""
     return tokenizer(texts, pairs, truncation=True, max_length=max_length)
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value if isinstance(value, str) else str(value)
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
@@ -191,8 +225,8 @@ def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfi
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)},
-        # A checkpoint with another head (e.g. 3 classes) still fine-tunes: the head is new.
-        ignore_mismatched_sizes=True,
+        # The head is new: none in a base checkpoint, or another one (e.g. 3 classes) replaced.
+        new_head=True,
     )
     # GPT-2-style models find each sequence's last token through the pad id.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -249,7 +283,8 @@ def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k
     """Labels and softmax scores for a batch of texts, as the text-classification pipeline gives."""
     import torch
 
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    inputs, _ = cut_texts(texts, text_limit(max_length))  # nothing the model reads; the output keeps the whole text
+    encoded = tokenizer(inputs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     encoded = {k: v.to(model.device) for k, v in encoded.items()}
     with torch.inference_mode():
         probs = model(**encoded).logits.float().softmax(-1)

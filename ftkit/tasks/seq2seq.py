@@ -17,6 +17,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
+from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, text_limit
 
 AUTO_MODEL = "AutoModelForSeq2SeqLM"
 STRATIFY = None
@@ -91,8 +92,14 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 
     t, notes, features, references = config.train, [], {}, {}
     for split_name, split in splits.items():
-        sources = [_text(v) for v in split.columns["text"]]
-        targets = [_text(v) for v in split.columns["target"]]
+        # Cut where the model stops reading: max_length source tokens, max_target_length target
+        # tokens. References are scored as cut: a million characters is far past any generation.
+        sources, cut = column_texts(split.columns["text"], split.rows, split.source, "source text", text_limit(t.max_length))
+        targets, cut_targets = column_texts(split.columns["target"], split.rows, split.source, "target text", text_limit(t.max_target_length))
+        if cut:
+            notes.append(cut_note(split.source, cut, "source text", text_limit(t.max_length), reads_at_most(t.max_length)))
+        if cut_targets:
+            notes.append(cut_note(split.source, cut_targets, "target text", text_limit(t.max_target_length), reads_at_most(t.max_target_length) + "; scores compare with the cut text"))
         keep = [i for i in range(len(sources)) if sources[i].strip() and targets[i].strip()]
         if len(keep) < len(sources):
             notes.append(f"{split.source}: skipped {len(sources) - len(keep)} row(s) with an empty source or target")
@@ -120,10 +127,6 @@ def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: i
         labels = [ids if ids and ids[-1] == eos else ids[: max_target_length - 1] + [eos] for ids in labels]
     encoded["labels"] = labels
     return encoded
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else value if isinstance(value, str) else str(value)
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
@@ -211,7 +214,8 @@ def predictor(model: Any, tokenizer: Any, options: Any):
 
     def run(records: list[dict]) -> list[dict]:
         texts = [r["text"] for r in records]
-        encoded = tokenizer([options.prefix + t for t in texts], max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
+        inputs, _ = cut_texts(texts, text_limit(options.max_length))  # nothing the model reads; the output keeps the whole text
+        encoded = tokenizer([options.prefix + t for t in inputs], max_length=options.max_length, truncation=True, padding=True, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             generated = model.generate(**encoded, **overrides)
         outputs = tokenizer.batch_decode(generated, skip_special_tokens=True)

@@ -19,6 +19,7 @@ from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
+from ftkit.values import as_text, cut_note, cut_texts, text_limit
 
 AUTO_MODEL = "AutoModelForTokenClassification"
 STRATIFY = None  # carved splits are random (sentences have no single class)
@@ -70,9 +71,10 @@ def normalizer(config: RunConfig):
 # ---------------------------------------------------------------------------------- features
 
 
-def _sequences(split: Split, split_name: str, labels: list[str] | None, repairs: Repairs, strict: bool) -> tuple[list[list[str]], list[list[str]], int]:
-    """(words, IOB2 tags) per example, checked; empty sentences dropped and counted."""
-    words_out, tags_out, empty = [], [], 0
+def _sequences(split: Split, labels: list[str] | None, repairs: Repairs, strict: bool, limit: int) -> tuple[list[list[str]], list[list[str]], int, int]:
+    """(words, IOB2 tags) per example, checked; empty sentences dropped and counted; words longer
+    than `limit` characters cut, and counted."""
+    words_out, tags_out, empty, cut = [], [], 0, 0
     for words, tags, row in zip(split.columns["text"], split.columns["label"], split.rows):
         if not isinstance(words, (list, tuple)) or not isinstance(tags, (list, tuple)):
             raise FtkitError(
@@ -86,11 +88,22 @@ def _sequences(split: Split, split_name: str, labels: list[str] | None, repairs:
             continue
         names = [_tag_name(t, labels, split.source, row) for t in tags]
         tags_out.append(to_iob2(names, split.source, row, repairs, strict))
-        words_out.append([str(w) for w in words])
-    return words_out, tags_out, empty
+        sentence, cut_words = cut_texts([_word(w, i, split.source, row) for i, w in enumerate(words, start=1)], limit)
+        words_out.append(sentence)
+        cut += cut_words
+    return words_out, tags_out, empty, cut
+
+
+def _word(word: Any, i: int, source: str, row: int) -> str:
+    """One word as a string: numbers in their spelling; missing words, objects, lists, bytes refused."""
+    if word is None or word != word:  # None or NaN: str() would make the word 'None' / 'nan'
+        raise FtkitError(f"{source}: line/row {row}: word {i} is empty (None/NaN); fill it in or drop the row")
+    return as_text(word, source, row, f"word {i}")
 
 
 def _tag_name(tag: Any, labels: list[str] | None, source: str, row: int) -> str:
+    if isinstance(tag, float) and tag.is_integer():  # 1.0 is id 1 (parquet/pandas write int columns with gaps as floats)
+        tag = int(tag)
     if isinstance(tag, bool) or tag is None:
         raise FtkitError(f"{source}: line/row {row}: tag {tag!r} is neither a tag name nor an integer id")
     if isinstance(tag, int):
@@ -109,10 +122,16 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 
     repairs, notes = Repairs(), []
     sequences = {}
+    # Every sub-token of a sentence is read (long sentences become overlapping windows), so only
+    # a word longer than any text a window could need is cut: its first sub-token, which carries
+    # its tag and its prediction, stays.
+    limit = text_limit(config.train.max_length)
     for split_name, split in splits.items():
-        words, tags, empty = _sequences(split, split_name, config.data.labels, repairs, config.data.strict)
+        words, tags, empty, cut = _sequences(split, config.data.labels, repairs, config.data.strict, limit)
         if empty:
             notes.append(f"{split.source}: skipped {empty} empty sentence(s)")
+        if cut:
+            notes.append(cut_note(split.source, cut, "word", limit, "the first sub-token of a word, which carries its tag, stays"))
         if not words:
             raise FtkitError(f"{split.source}: no sentences with words (check --text-column)")
         sequences[split_name] = (words, tags, split.source)
@@ -216,7 +235,7 @@ def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfi
     names = prepared.names
     model = load_pretrained(
         AutoModelForTokenClassification, source, num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-        ignore_mismatched_sizes=True,
+        new_head=True,  # the tagger's head is new (none in a base checkpoint, or another tag set)
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -329,6 +348,8 @@ def predict_words(model: Any, tokenizer: Any, words: list[list[str]], options: A
     """Tags for pre-tokenized input, windowed like evaluation."""
     import torch
 
+    limit = text_limit(options.max_length)
+    words = [cut_texts(seq, limit)[0] for seq in words]  # as in training; the output keeps the whole words
     enc = encode(tokenizer, words, None, list(range(len(words))), options.max_length, options.stride, False, list(names.values()))
     collate = collator(tokenizer, None)
     windows = [{k: enc[k][i] for k in enc} for i in range(len(enc["input_ids"]))]  # labels are all -100
