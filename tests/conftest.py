@@ -175,3 +175,26 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def save_classifier(base: Path, folder: Path) -> Path:
+    """A bare sequence-classification folder (random head, never trained) built on `base`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    names = {0: "negative", 1: "positive"}
+    model = AutoModelForSequenceClassification.from_pretrained(base, id2label=names, label2id={v: k for k, v in names.items()})
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def finish_run(out: Path, model: Path, train: Path, steps: int) -> Path:
+    """A finished sentiment run folder in `out`, trained for `steps` steps through the real CLI."""
+    from ftkit.cli import main
+
+    args = ["finetune", "sentiment", "--model", model, "--train", train, "--max-steps", str(steps), "-o", out, "--quiet"]
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), f"finetune exited {exit_.code}"
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import save_classifier, write_jsonl
 from ftkit.artifacts import RUN_FILES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -508,14 +508,7 @@ def predict_output_disk_full(c: Ctx):
 @pytest.fixture(scope="module")
 def classifier_dir(tiny_models, tmp_path_factory) -> Path:
     """A bare sequence-classification model folder (random head, never trained) for predict."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("classifier")
-    names = {0: "negative", 1: "positive"}
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], id2label=names, label2id={v: k for k, v in names.items()})
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(folder)
-    return folder
+    return save_classifier(tiny_models["bert"], tmp_path_factory.mktemp("classifier"))
 
 
 @pytest.fixture

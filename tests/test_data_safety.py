@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_jsonl
+from conftest import save_classifier, write_jsonl
 from ftkit.data import iter_records
 from ftkit.errors import FtkitError
 from ftkit.values import CHARS_PER_TOKEN, MIN_TEXT_CHARS, cut_texts, text_limit
@@ -49,14 +49,7 @@ def one_line(result: tuple[int, str, str], *fragments: str) -> str:
 @pytest.fixture(scope="module")
 def classifier_dir(tiny_models, tmp_path_factory) -> Path:
     """A bare sequence-classification model folder (random head) for predict and evaluate."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("classifier")
-    names = {0: "negative", 1: "positive"}
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], id2label=names, label2id={v: k for k, v in names.items()})
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(folder)
-    return folder
+    return save_classifier(tiny_models["bert"], tmp_path_factory.mktemp("classifier"))
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import finish_run
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -156,15 +158,7 @@ def test_finetune_refuses_a_broken_model(damage, cli, tiny_models, sentiment_fil
 @pytest.fixture(scope="module")
 def trained_run(tiny_models, sentiment_files, tmp_path_factory) -> Path:
     """A finished run folder (2 steps) whose copies the predict tests damage."""
-    from ftkit.cli import main
-
-    out = tmp_path_factory.mktemp("model-checks") / "run"
-    args = ["finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "--max-steps", "2", "-o", out, "--quiet"]
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"finetune exited {exit_.code}"
-    return out
+    return finish_run(tmp_path_factory.mktemp("model-checks") / "run", tiny_models["bert"], sentiment_files["train"], 2)
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_sentence, write_jsonl
+from conftest import finish_run, make_sentence, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,15 +31,7 @@ BATCH = ["--batch-size", "2"]  # chunks of 32 records: 100 inputs make 4 chunks
 @pytest.fixture(scope="module")
 def run(tiny_models, sentiment_files, tmp_path_factory) -> Path:
     """A finished run folder (model/, config.yaml) of the tiny BERT."""
-    from ftkit.cli import main
-
-    out = tmp_path_factory.mktemp("output-safety") / "run"
-    args = ["finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "--max-steps", "1", "-o", out, "--quiet"]
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"finetune exited {exit_.code}"
-    return out
+    return finish_run(tmp_path_factory.mktemp("output-safety") / "run", tiny_models["bert"], sentiment_files["train"], 1)
 
 
 @pytest.fixture(scope="module")

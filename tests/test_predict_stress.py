@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import finish_run
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WORDS = "good bad film plot actor scene great awful boring lovely the a of and it was".split()
@@ -25,15 +27,7 @@ def env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_models, sentiment_files, tmp_path_factory) -> Path:
-    from ftkit.cli import main
-
-    out = tmp_path_factory.mktemp("predict-stress") / "run"
-    args = ["finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "--max-steps", "3", "-o", out, "--quiet"]
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        assert exit_.code in (0, None), f"finetune exited {exit_.code}"
-    return out
+    return finish_run(tmp_path_factory.mktemp("predict-stress") / "run", tiny_models["bert"], sentiment_files["train"], 3)
 
 
 def predict(run_dir: Path, source: Path, output: Path, *extra: str) -> list[str]:
