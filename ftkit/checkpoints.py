@@ -12,8 +12,8 @@ deletes its checkpoints: model/ holds the result.
 
 Nothing here trusts what it reads back: `restore` checks a checkpoint's state against the run's
 plan (a tampered or foreign checkpoint is refused, naming the field), and a write that fails in
-any library (disk full, I/O error) is reported as such, leaving no `.tmp` behind. `LossWatch`
-stops a diverged run before anything past its first non-finite loss is saved.
+any library (disk full, I/O error; see ftkit.writes) is reported as such, leaving no `.tmp`
+behind.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ftkit.divergence import nonfinite
 from ftkit.errors import FtkitError
+from ftkit.writes import WriteFailed, short, together
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"step-(\d+)")
@@ -72,7 +73,7 @@ def read_state(path: Path) -> dict[str, Any]:
     try:
         state = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise FtkitError(f"{file}: cannot read the checkpoint's state ({_cut(str(err))}); {ELSEWHERE}") from None
+        raise FtkitError(f"{file}: cannot read the checkpoint's state ({short(str(err))}); {ELSEWHERE}") from None
     if not isinstance(state, dict):
         raise FtkitError(f"{file}: not a checkpoint state (a JSON object was expected); {ELSEWHERE}")
     return state
@@ -131,65 +132,6 @@ def _finish(root: Path, tmp: Path, final: Path, state: dict[str, Any], keep: int
     _prune(root, keep)
 
 
-# --- writes that fail: every library says "disk full" its own way
-
-class WriteFailed(Exception):
-    """A library could not write a file (disk full, I/O error); `cause` is its words, cut."""
-
-    def __init__(self, cause: str) -> None:
-        super().__init__(cause)
-        self.cause = cause
-
-
-# torch's zip serializer (torch.save) reports a failed write as a RuntimeError with these words
-_TORCH_WRITE = ("PytorchStreamWriter", "file write failed", "inline_container.cc")
-# Rust libraries (safetensors, tokenizers) format std::io::Error as "... (os error 28)"
-_RUST_IO = re.compile(r"\(os error \d+\)|I/O error|IoError")
-
-
-def write_failure(err: BaseException) -> str | None:
-    """The cause, cut to one short line, when `err` is a failed write; None for anything else
-    (ftkit's own bugs must not pass for a full disk). Call it only around write calls."""
-    if isinstance(err, OSError):
-        return _cut(err.strerror or str(err) or type(err).__name__)
-    text = str(err)
-    if _RUST_IO.search(text):  # SafetensorError, tokenizers' plain Exception
-        return _cut(text.removeprefix("Error while serializing: "))
-    if isinstance(err, RuntimeError) and any(words in text for words in _TORCH_WRITE):
-        return _cut(f"torch.save failed, a full disk or an I/O error: {text}")
-    return None
-
-
-def together(accelerator: Any, write: Callable[[], Any] | None) -> None:
-    """Run `write` on this process (None: nothing to write here); if it fails in any process,
-    every process raises, so none waits forever at the next barrier.
-
-    A failed write is WriteFailed(cause); any other error is re-raised as it is.
-    """
-    error: Exception | None = None
-    if write is not None:
-        try:
-            write()
-        except Exception as err:  # noqa: BLE001 - sorted below: a write failure or a bug
-            error = err
-    if accelerator.num_processes > 1:
-        import torch
-
-        failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), reduction="sum")
-        if error is None and failed.item() > 0:
-            raise WriteFailed("another process failed; see its error")
-    if error is not None:
-        cause = write_failure(error)
-        if cause is None:
-            raise error
-        raise WriteFailed(cause) from error
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def resume_hint(out: Path) -> str | None:
     """How to continue run `out` from its latest complete checkpoint, if it has one."""
     import shlex
@@ -223,7 +165,7 @@ def restore(accelerator: Any, model: Any, scheduler: Any, path: Path, plan: Plan
     try:
         accelerator.load_state(str(path))
     except Exception as err:  # noqa: BLE001 - a missing or damaged model/optimizer/scheduler file
-        raise FtkitError(f"{path}: cannot load the checkpoint ({_cut(f'{type(err).__name__}: {err}')}); {ELSEWHERE}") from None
+        raise FtkitError(f"{path}: cannot load the checkpoint ({short(f'{type(err).__name__}: {err}')}); {ELSEWHERE}") from None
     done = getattr(getattr(scheduler, "scheduler", scheduler), "last_epoch", None)
     expected = state["step"] * plan.processes  # a prepared scheduler steps once per process
     if isinstance(done, int) and done != expected and (plan.exact_schedule or not 0 <= done <= expected):
@@ -287,7 +229,7 @@ def load_best(path: Path, state: dict[str, Any], keys: Any = None) -> dict | Non
     try:
         weights = load_file(str(best))
     except Exception as err:  # noqa: BLE001 - safetensors' own error type for a damaged file
-        raise FtkitError(f"{best}: cannot read the best weights ({_cut(str(err))}); {ELSEWHERE}") from None
+        raise FtkitError(f"{best}: cannot read the best weights ({short(str(err))}); {ELSEWHERE}") from None
     if keys is not None and set(weights) != set(keys):
         raise FtkitError(f"{best}: holds other weights than this run's model ({len(set(weights) ^ set(keys))} names differ); {ELSEWHERE}")
     if nonfinite(weights.values()):
@@ -308,63 +250,6 @@ def _show(value: Any) -> str:
     from ftkit.bounded import shown
 
     return shown(value)
-
-
-# --- divergence: nothing past the first non-finite loss is saved
-
-class LossWatch:
-    """Remembers the first non-finite training loss on the device, so that no step waits for
-    the device to check it; `check` reads it where the loop waits anyway (logging steps,
-    evaluations, checkpoints, the end)."""
-
-    def __init__(self, device: Any, advice: str) -> None:
-        import torch
-
-        self._step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet (steps count from 1)
-        self._value = torch.zeros((), dtype=torch.float32, device=device)
-        self.advice = advice
-
-    def record(self, loss: Any, step: int) -> None:
-        """Note `loss` (a forward pass of optimizer step `step`) if it is the first non-finite one."""
-        import torch
-
-        loss = loss.detach().float()
-        first = (self._step == 0) & ~torch.isfinite(loss)
-        self._step = torch.where(first, step, self._step)
-        self._value = torch.where(first, loss, self._value)
-
-    def check(self, accelerator: Any, total_steps: int) -> None:
-        """Raise FtkitError (exit 1) in every process if any process has seen a non-finite loss."""
-        steps = accelerator.gather(self._step.reshape(1)) if accelerator.num_processes > 1 else self._step.reshape(1)
-        found = [(s, i) for i, s in enumerate(steps.tolist()) if s > 0]
-        if not found:
-            return
-        step, rank = min(found)
-        values = accelerator.gather(self._value.reshape(1)) if accelerator.num_processes > 1 else self._value.reshape(1)
-        raise FtkitError(f"training diverged: the loss is {values.tolist()[rank]} at step {step} of {total_steps}; stopped there, "
-                         f"no model saved (nor any checkpoint after step {step - 1}). {self.advice}", exit_code=1)
-
-
-def divergence_advice(learning_rate: float, precision: str, max_grad_norm: float) -> str:
-    """What to try against a diverging run, given its settings."""
-    tips = [f"a lower --learning-rate (this run: {learning_rate:g})"]
-    if precision != "no":
-        tips.append("--mixed-precision no" + (" or bf16 instead of fp16" if precision == "fp16" else ""))
-    tips.append(f"stronger gradient clipping (--set train.max_grad_norm={max_grad_norm / 2:g}; this run: {max_grad_norm:g})" if max_grad_norm > 0
-                else "gradient clipping (--set train.max_grad_norm=1.0)")
-    return "Try " + ", ".join(tips[:-1]) + " or " + tips[-1]
-
-
-def nonfinite(tensors: Any, accelerator: Any = None) -> int:
-    """How many of `tensors` hold NaN or inf; with `accelerator`, summed over its processes
-    (each checks its own shard of a distributed tensor)."""
-    import torch
-
-    flags = [~torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all() for t in tensors if t.is_floating_point()]
-    count = torch.stack(flags).sum() if flags else torch.tensor(0)
-    if accelerator is not None and accelerator.num_processes > 1:
-        count = accelerator.reduce(count.to(accelerator.device), reduction="sum")
-    return int(count.item())
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -410,7 +295,7 @@ def trim_log(log: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, log)
     except OSError as err:  # a full disk: the log stays as it was, no .tmp beside it
         tmp.unlink(missing_ok=True)
-        raise FtkitError(f"{log}: cannot rewrite the run's log to resume ({_cut(err.strerror or str(err))}); free space, then resume again", exit_code=1) from None
+        raise FtkitError(f"{log}: cannot rewrite the run's log to resume ({short(err.strerror or str(err))}); free space, then resume again", exit_code=1) from None
 
 
 class StopRequest:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftkit import artifacts, checkpoints, lora, metrics
+from ftkit import artifacts, checkpoints, divergence, lora, metrics, writes
 from ftkit.batching import LengthGroupedBatches
 from ftkit.config import RunConfig, flatten
 from ftkit.data import load_splits
@@ -210,7 +210,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     segment_start = time.perf_counter()
     with checkpoints.StopRequest() as stop:
         # The first non-finite loss, kept on the device: read where the loop waits for it anyway.
-        watch = checkpoints.LossWatch(accelerator.device, checkpoints.divergence_advice(t.learning_rate, precision, t.max_grad_norm))
+        watch = divergence.LossWatch(accelerator.device, divergence.divergence_advice(t.learning_rate, precision, t.max_grad_norm))
         for epoch in range(state["epoch"], epochs):
             shuffle.manual_seed(t.seed + epoch)  # each epoch's order depends on nothing before it: resumable
             skip = state["batches"] if epoch == state["epoch"] else 0
@@ -299,7 +299,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
     # Finite losses do not prove finite weights (the last update may overflow): garbage is no result.
-    if bad := checkpoints.nonfinite(accelerator.unwrap_model(model).parameters(), accelerator):
+    if bad := divergence.nonfinite(accelerator.unwrap_model(model).parameters(), accelerator):
         raise FtkitError(f"training diverged: {bad} weight tensor(s) of the final model hold NaN or infinite values; "
                          f"the model is not saved. {watch.advice}", exit_code=1)
     results: dict[str, Any] = {
@@ -328,8 +328,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         artifacts.save_run(out, accelerator.unwrap_model(model), tokenizer, config, results, command, task.pipeline_tag(config))
 
     try:
-        checkpoints.together(accelerator, save if accelerator.is_main_process else None)  # a failure stops every process
-    except checkpoints.WriteFailed as err:
+        writes.together(accelerator, save if accelerator.is_main_process else None)  # a failure stops every process
+    except writes.WriteFailed as err:
         again = checkpoints.resume_hint(out) or "run again"
         raise FtkitError(f"{out}: cannot write the finished run ({err.cause}); free space or fix permissions, then {again}", exit_code=1) from None
     if accelerator.is_main_process:  # only once the result is safe: a failed or interrupted save can --resume

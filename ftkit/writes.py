@@ -1,0 +1,67 @@
+"""Writes that fail: every library says "disk full" its own way (OSError, safetensors'
+SafetensorError, tokenizers' plain Exception, torch.save's RuntimeError). One place tells a
+failed write from a bug, and makes every process of a launched run stop on it together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+class WriteFailed(Exception):
+    """A library could not write a file (disk full, I/O error); `cause` is its words, cut."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+# torch's zip serializer (torch.save) reports a failed write as a RuntimeError with these words
+_TORCH_WRITE = ("PytorchStreamWriter", "file write failed", "inline_container.cc")
+# Rust libraries (safetensors, tokenizers) format std::io::Error as "... (os error 28)"
+_RUST_IO = re.compile(r"\(os error \d+\)|I/O error|IoError")
+
+
+def write_failure(err: BaseException) -> str | None:
+    """The cause, cut to one short line, when `err` is a failed write; None for anything else
+    (ftkit's own bugs must not pass for a full disk). Call it only around write calls."""
+    if isinstance(err, OSError):
+        return short(err.strerror or str(err) or type(err).__name__)
+    text = str(err)
+    if _RUST_IO.search(text):  # SafetensorError, tokenizers' plain Exception
+        return short(text.removeprefix("Error while serializing: "))
+    if isinstance(err, RuntimeError) and any(words in text for words in _TORCH_WRITE):
+        return short(f"torch.save failed, a full disk or an I/O error: {text}")
+    return None
+
+
+def together(accelerator: Any, write: Callable[[], Any] | None) -> None:
+    """Run `write` on this process (None: nothing to write here); if it fails in any process,
+    every process raises, so none waits forever at the next barrier.
+
+    A failed write is WriteFailed(cause); any other error is re-raised as it is.
+    """
+    error: Exception | None = None
+    if write is not None:
+        try:
+            write()
+        except Exception as err:  # noqa: BLE001 - sorted below: a write failure or a bug
+            error = err
+    if accelerator.num_processes > 1:
+        import torch
+
+        failed = accelerator.reduce(torch.tensor(float(error is not None), device=accelerator.device), reduction="sum")
+        if error is None and failed.item() > 0:
+            raise WriteFailed("another process failed; see its error")
+    if error is not None:
+        cause = write_failure(error)
+        if cause is None:
+            raise error
+        raise WriteFailed(cause) from error
+
+
+def short(text: str, limit: int = 200) -> str:
+    """A library's message on one line, cut to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
