@@ -265,6 +265,21 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def discard(out: Path, step: int) -> None:
+    """Drop checkpoints/step-N (its weights diverged: no way back) and the best weights only it
+    referred to; with no checkpoint left, checkpoints/ goes too, so the run counts as one that
+    failed before its first checkpoint."""
+    root = folder(out)
+    target = root / f"step-{step}"
+    if target.is_dir():  # renamed first, as in _prune
+        os.replace(target, target.with_name(target.name + ".tmp"))
+    remaining = [p for p in root.glob("step-*") if _STEP.fullmatch(p.name) and complete(p)]
+    if remaining:
+        _prune(root, len(remaining))
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def remove(out: Path) -> None:
     """A finished run's checkpoints are spent: model/ is the result."""
     shutil.rmtree(folder(out), ignore_errors=True)

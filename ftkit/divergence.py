@@ -40,6 +40,14 @@ class LossWatch:
                          f"no model saved (nor any checkpoint after step {step - 1}). {self.advice}", exit_code=1)
 
 
+    def check_weights(self, accelerator: Any, model: Any, where: str) -> None:
+        """Raise FtkitError (exit 1) when the weights hold NaN or inf: finite losses do not prove
+        finite weights (the last update may overflow), and a checkpoint of them is no way back."""
+        if bad := nonfinite(accelerator.unwrap_model(model).parameters(), accelerator):
+            raise FtkitError(f"training diverged: {bad} weight tensor(s) {where} hold NaN or infinite values; "
+                             f"nothing of them is saved. {self.advice}", exit_code=1)
+
+
 def divergence_advice(learning_rate: float, precision: str, max_grad_norm: float) -> str:
     """What to try against a diverging run, given its settings."""
     tips = [f"a lower --learning-rate (this run: {learning_rate:g})"]

@@ -175,10 +175,16 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
 
     def validate(epoch: float) -> None:
         nonlocal best_state
+        watch.check_weights(accelerator, model, f"at step {state['step']}")  # diverged weights are no candidate for the best
         began = time.perf_counter()
         state["last_eval"] = state["step"]
         result = evaluate("validation")
         state["eval_time"] += time.perf_counter() - began
+        if not math.isfinite(result.get("loss", 0.0)):  # finite weights, yet the outputs overflow: garbage
+            if accelerator.is_main_process:
+                checkpoints.discard(out, state["step"])  # an epoch-end checkpoint of these weights came just before
+            raise FtkitError(f"training diverged: the validation loss is {result['loss']} at step {state['step']} of {total_steps}; "
+                             f"stopped there, no model saved (nor any checkpoint from step {state['step']} on). {watch.advice}", exit_code=1)
         value = metrics.lookup(result, config.metrics.primary)
         log.write({"type": "eval", "split": "validation", "step": state["step"], "epoch": round(epoch, 4), **result})
         accelerator.log(scalars("validation", result), step=state["step"])
@@ -199,7 +205,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
 
     def checkpoint() -> Path:
         nonlocal saved_step, segment_start
-        watch.check(accelerator, total_steps)  # never a checkpoint past a non-finite loss
+        watch.check(accelerator, total_steps)  # never a checkpoint past a non-finite loss,
+        watch.check_weights(accelerator, model, f"at step {state['step']}")  # nor of non-finite weights
         state["train_time"] += time.perf_counter() - segment_start  # time spent saving is not training time
         state["loss_sum"] = accelerator.reduce(loss_sum, reduction="mean").item() if accelerator.num_processes > 1 else loss_sum.item()
         path = checkpoints.save(accelerator, out, state, best_state, t.keep_checkpoints)
@@ -298,10 +305,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     # --- test with the best model, then save
     if best_state is not None:
         accelerator.unwrap_model(model).load_state_dict(best_state)
-    # Finite losses do not prove finite weights (the last update may overflow): garbage is no result.
-    if bad := divergence.nonfinite(accelerator.unwrap_model(model).parameters(), accelerator):
-        raise FtkitError(f"training diverged: {bad} weight tensor(s) of the final model hold NaN or infinite values; "
-                         f"the model is not saved. {watch.advice}", exit_code=1)
+    watch.check_weights(accelerator, model, "of the final model")  # garbage is no result
     results: dict[str, Any] = {
         "train": {
             "loss": state["loss_total"] / max(state["loss_total_count"], 1),

@@ -82,6 +82,28 @@ def test_a_non_finite_loss_stops_at_the_first_bad_step(cli, tiny_models, sentime
     assert_no_result(quiet)
 
 
+def test_a_non_finite_validation_loss_keeps_no_checkpoint_of_it(cli, tiny_models, sentiment_files, tmp_path, monkeypatch):
+    """Finite weights whose outputs overflow (validation loss NaN): a diverged run, and the
+    checkpoint of those very weights (saved just before the evaluation) is no way back."""
+    import ftkit.train
+
+    real = ftkit.train.run_evaluation
+
+    def evaluation(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = real(*args, **kwargs)
+        return {**result, "loss": float("nan")} if args[-1] == "validation" else result
+
+    monkeypatch.setattr(ftkit.train, "run_evaluation", evaluation)
+    out = tmp_path / "run"
+    code, _, err = cli(*finetune(tiny_models, sentiment_files, out, "--set", "train.eval_steps=2"))
+    line = one_line(err)
+    assert code == 1 and "training diverged: the validation loss is nan at step 2 of 4" in line, err
+    assert "nor any checkpoint from step 2 on" in line
+    # step-2's checkpoint held the diverged weights: dropped, so nothing is left to resume and the
+    # folder the run made is removed
+    assert not out.exists()
+
+
 def test_non_finite_final_weights_are_not_saved(cli, tiny_models, sentiment_files, tmp_path, monkeypatch):
     """Every loss finite, yet the last update leaves NaN weights: refused, not saved as a result."""
     import torch
@@ -100,8 +122,9 @@ def test_non_finite_final_weights_are_not_saved(cli, tiny_models, sentiment_file
     out = tmp_path / "run"
     code, _, err = cli(*finetune(tiny_models, sentiment_files, out, "--set", "train.checkpoint_every=null"))
     line = one_line(err)
-    assert code == 1 and "1 weight tensor(s) of the final model hold NaN or infinite values" in line, err
-    assert "the model is not saved" in line and "--learning-rate" in line
+    # caught when the last step is evaluated, before it can become the best (or the final) model
+    assert code == 1 and "training diverged: 1 weight tensor(s) at step 4 hold NaN or infinite values" in line, err
+    assert "nothing of them is saved" in line and "--learning-rate" in line
     assert_no_result(out)
 
 
