@@ -437,7 +437,10 @@ def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
     """One split of a Hub dataset, with an actionable error when it cannot be reached."""
     import datasets
 
+    from ftkit import hub
+
     datasets.utils.logging.disable_progress_bar()
+    unreachable = hub.prepare_dataset()
     try:
         return datasets.load_dataset(name, config, split=split)
     except ValueError as err:
@@ -446,16 +449,19 @@ def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
                 f"Hub dataset '{name}' has no split '{split}': {str(err).splitlines()[0]} "
                 "Set data.train_split / data.validation_split / data.test_split (null to carve from train)."
             ) from None
-        raise _unreachable(name, err) from None
+        raise _unreachable(name, err, unreachable) from None
     except Exception as err:  # connection, auth and not-found errors differ across versions
-        raise _unreachable(name, err) from None
+        raise _unreachable(name, err, unreachable) from None
 
 
-def _unreachable(name: str, err: Exception) -> FtkitError:
+def _unreachable(name: str, err: Exception, hub_down: str | None = None) -> FtkitError:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if hub_down:  # the probe found no Hub: say that, not the cache miss it caused
+        reason = f"the Hub cannot be reached ({hub_down}) and the dataset is not in the local cache"
     return FtkitError(
         f"cannot load Hub dataset '{name}' ({reason[:200]}). If you are offline, pass local files: "
-        "--train FILE [--validation FILE] [--test FILE] (csv, tsv, json, jsonl, parquet)."
+        "--train FILE [--validation FILE] [--test FILE] (csv, tsv, json, jsonl, parquet); set HF_HUB_OFFLINE=1 "
+        "to skip Hub look-ups (cached datasets only)."
     )
 
 

@@ -54,6 +54,21 @@ def check_model(repo_id: str) -> None:
     )
 
 
+def prepare_dataset() -> str | None:
+    """Before a Hub dataset loads: when the Hub does not answer (and offline mode is off), go
+    offline so `datasets` reads its cache at once instead of retrying for half a minute; returns
+    why the Hub is unreachable (for the error if the cache lacks the dataset), else None."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or (reason := unreachable_reason()) is None:
+        return None
+    import datasets
+
+    constants.HF_HUB_OFFLINE = True  # both libraries read these at import; set them as the variables would
+    datasets.config.HF_HUB_OFFLINE = True
+    return reason
+
+
 def is_cached(repo_id: str) -> bool:
     """Whether the local Hub cache holds the model's config.json (what every load reads first)."""
     from huggingface_hub import try_to_load_from_cache

@@ -252,6 +252,19 @@ def test_unreachable_hub_is_one_fast_line(tmp_path, sentiment_files):
     print(f"unreachable Hub id refused in {seconds:.1f} s")  # shown with -s; no assertion on time
 
 
+def test_unreachable_hub_dataset_is_one_fast_line(tmp_path, tiny_models):
+    """The recipe's Hub dataset on the same machine: one line naming HF_HUB_OFFLINE=1 and local
+    files, not five retries per file."""
+    env = hub_env(tmp_path, tmp_path / "empty-hf-home")
+    del env["HF_DATASETS_OFFLINE"]
+    done, seconds = ftkit_subprocess(["finetune", "sentiment", "--model", tiny_models["bert"], "-o", tmp_path / "out", "--quiet"], env)
+    line = one_line(done.returncode, done.stdout, done.stderr)
+    assert "cannot load Hub dataset 'stanfordnlp/sst2'" in line and "cannot be reached" in line, line
+    assert "HF_HUB_OFFLINE=1" in line and "--train FILE" in line and "Retrying" not in done.stderr
+    assert not (tmp_path / "out").exists()
+    print(f"unreachable Hub dataset refused in {seconds:.1f} s")  # shown with -s; no assertion on time
+
+
 def test_a_cached_hub_model_loads_offline_without_retries(tmp_path, tiny_models, sentiment_files):
     """The same machine, the model in the Hub cache: it trains from the cache, with no retry noise."""
     hf_home = tmp_path / "hf-home"
