@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ftkit.config import parse_bar
+from ftkit.checks import parse_bar
 from ftkit.errors import FtkitError
 
 

@@ -21,10 +21,10 @@ from ftkit.config import (
     coerce,
     from_dict,
     load_yaml_file,
-    parse_bar,
     parse_set,
     resolve_key,
 )
+from ftkit.checks import parse_bar
 from ftkit.errors import FtkitError
 
 SRC = "recipe.yaml"

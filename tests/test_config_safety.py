@@ -19,7 +19,8 @@ import pytest
 
 from conftest import write_jsonl
 from ftkit.bounded import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, shown
-from ftkit.config import COUNT, RANGES, SEED, SIZE, all_keys, from_dict, load_yaml_file, parse_set
+from ftkit.checks import COUNT, RANGES, SEED, SIZE
+from ftkit.config import all_keys, from_dict, load_yaml_file, parse_set
 from ftkit.errors import FtkitError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -280,7 +281,7 @@ def test_out_of_range_numbers_exit_2_before_anything_is_made(cli, tmp_path, tiny
 )
 def test_check_flag_holds_a_flag_to_its_keys_range(flag, key, value, message):
     """For commands whose flags stand for config keys (predict, evaluate): the same bounds."""
-    from ftkit.config import check_flag
+    from ftkit.checks import check_flag
 
     assert error_of(check_flag, flag, key, value) == message
     check_flag(flag, key, None)

@@ -49,7 +49,7 @@ def predict(
     ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple
     ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl --resume[/dim]
     """
-    from ftkit.config import check_flag
+    from ftkit.checks import check_flag
 
     # Each number feeds torch: the same ranges as the config keys they stand for (a seed past
     # 2**32 or a beam count of 10**20 would be an internal error deep in torch otherwise).
@@ -102,7 +102,7 @@ def evaluate(
 
     [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json[/dim]
     """
-    from ftkit.config import check_flag
+    from ftkit.checks import check_flag
 
     check_flag("--batch-size", "train.eval_batch_size", batch_size)
     from ftkit.artifacts import resolve_model_dir
