@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ftkit.bounded import shown
 from ftkit.divergence import nonfinite
 from ftkit.errors import FtkitError
 from ftkit.writes import WriteFailed, short, together
@@ -180,14 +181,14 @@ def check_state(path: Path, state: dict[str, Any], plan: Plan) -> dict[str, Any]
             return
         value = state.get(field)
         if not isinstance(value, int) or isinstance(value, bool):
-            _refuse(path, field, f"should be a whole number, not {_show(value)}")
+            _refuse(path, field, f"should be a whole number, not {shown(value)}")
         if value < low or (high is not None and value > high):
             _refuse(path, field, f"is {value}, outside {low}..{high}{' ' + why if why else ''}" if high is not None else f"is {value}, below {low}")
 
     saved = state.get("processes", plan.processes)
     if saved != plan.processes:
-        raise FtkitError(f"{path}: saved by {_show(saved)} processes, this run has {plan.processes}; resume with "
-                         f"{_show(saved)} processes (the data order and schedule depend on it), or start afresh (--overwrite)")
+        raise FtkitError(f"{path}: saved by {shown(saved)} processes, this run has {plan.processes}; resume with "
+                         f"{shown(saved)} processes (the data order and schedule depend on it), or start afresh (--overwrite)")
     integer("step", 0, plan.total_steps - 1, f"(this run has {plan.total_steps} steps)", required=True)
     integer("epoch", 0, plan.epochs - 1, f"(this run has {plan.epochs} epoch(s))", required=True)
     integer("batches", 0, plan.batches_per_epoch, f"(an epoch has {plan.batches_per_epoch} batches here)", required=True)
@@ -202,17 +203,17 @@ def check_state(path: Path, state: dict[str, Any], plan: Plan) -> dict[str, Any]
     for field in ("loss_sum", "loss_total", "train_time", "eval_time"):
         value = state.get(field, 0.0)
         if not _real(value) or (field.endswith("_time") and value < 0):
-            _refuse(path, field, f"should be a finite number{' >= 0' if field.endswith('_time') else ''}, not {_show(value)}")
+            _refuse(path, field, f"should be a finite number{' >= 0' if field.endswith('_time') else ''}, not {shown(value)}")
     if (state.get("best_step") is None) != (state.get("best_value") is None):
         _refuse(path, "best_step", "and best_value must both be set or both null")
     if state.get("best_step") is not None:
         integer("best_step", 1, step, f"(the checkpoint's step is {step})")
         if not _real(state["best_value"]):
-            _refuse(path, "best_value", f"should be a finite number, not {_show(state['best_value'])}")
+            _refuse(path, "best_value", f"should be a finite number, not {shown(state['best_value'])}")
     if not isinstance(state.get("best_metrics", {}), dict):
-        _refuse(path, "best_metrics", f"should be an object, not {_show(state['best_metrics'])}")
+        _refuse(path, "best_metrics", f"should be an object, not {shown(state['best_metrics'])}")
     if not isinstance(state.get("stopped_early", False), bool):
-        _refuse(path, "stopped_early", f"should be true or false, not {_show(state['stopped_early'])}")
+        _refuse(path, "stopped_early", f"should be true or false, not {shown(state['stopped_early'])}")
     return state
 
 
@@ -243,13 +244,6 @@ def _refuse(path: Path, field: str, problem: str) -> NoReturn:
 
 def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _show(value: Any) -> str:
-    """A value read from a file, cut: it may be huge."""
-    from ftkit.bounded import shown
-
-    return shown(value)
 
 
 def _prune(root: Path, keep: int) -> None:

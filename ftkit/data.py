@@ -18,6 +18,7 @@ from typing import Any
 
 from ftkit.config import DataConfig
 from ftkit.datafile import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
+from ftkit.bounded import shown
 from ftkit.errors import FtkitError, closest
 from ftkit.values import MIN_TEXT_CHARS
 
@@ -156,15 +157,8 @@ def _refuse_duplicates(path: Path, names: list[str], where: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise FtkitError(f"{path}: {where} names the column {_short(name)} twice; rename one of them (each column needs its own name)")
+            raise FtkitError(f"{path}: {where} names the column {shown(name)} twice; rename one of them (each column needs its own name)")
         seen.add(name)
-
-
-def _short(value: Any) -> str:
-    """A value from the file, quoted and cut to a length a one-line message can hold."""
-    from ftkit.bounded import shown
-
-    return shown(value)
 
 
 def _paragraph_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict]]:
@@ -323,7 +317,7 @@ def _object_records(path: Path, table: dict, notes: list[str]) -> Iterator[tuple
     index = list(columns[0]) if isinstance(columns[0], dict) else None  # pandas' row labels
     shapes = {len(c) if index is None else frozenset(c) for c in columns}
     if len(shapes) > 1:
-        sizes = ", ".join(f"{_short(name)}: {len(c)}" for name, c in list(table.items())[:4])
+        sizes = ", ".join(f"{shown(name)}: {len(c)}" for name, c in list(table.items())[:4])
         raise FtkitError(
             f"{path}: an object of columns that do not line up ({sizes}{', ...' if len(table) > 4 else ''}); "
             "give every column one value per row, or write one object per line as .jsonl"

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ftkit.errors import FtkitError
+
+PROBE_SUFFIX = ".ftkit-write-test"  # the write probe's name ends so
 
 
 def same_file(a: Path | str, b: Path | str) -> bool:
@@ -77,3 +80,16 @@ def _names(path: Path, fd: int) -> bool:
         return os.path.samestat(os.stat(path), os.fstat(fd))
     except OSError:
         return False
+
+
+def probe_writable(folder: Path) -> None:
+    """Write a few bytes in `folder` (a full disk still lets an empty file be made) under a fresh
+    name: O_EXCL, so no file or link already there (a tampered probe) is ever written through."""
+    fd, name = tempfile.mkstemp(prefix=".", suffix=PROBE_SUFFIX, dir=folder)
+    probe = Path(name)
+    try:
+        os.close(fd)
+        probe.write_text("ok")
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

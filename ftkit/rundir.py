@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from ftkit.errors import FtkitError
 
 NOT_STARTED = "interrupted before training started; nothing was saved"
 # The write probe's name ends so (today's and older ftkit's): a leftover one is ftkit's litter.
-PROBE_SUFFIX = ".ftkit-write-test"
+PROBE_SUFFIX = fsguard.PROBE_SUFFIX
 
 
 @dataclass
@@ -119,22 +118,9 @@ def check_writable(out: Path) -> None:
     if not place.is_dir():
         raise FtkitError(f"{out}: {place} is a file, not a folder; choose another --output-dir")
     try:
-        _probe(place)
+        fsguard.probe_writable(place)
     except OSError as err:
         raise FtkitError(f"{out}: cannot write there ({err.strerror or err}); choose another --output-dir") from None
-
-
-def _probe(folder: Path) -> None:
-    """Write a few bytes in `folder` (a full disk still lets an empty file be made) under a fresh
-    name: O_EXCL, so no file or link already there (a tampered probe) is ever written through."""
-    fd, name = tempfile.mkstemp(prefix=".", suffix=PROBE_SUFFIX, dir=folder)
-    probe = Path(name)
-    try:
-        os.close(fd)
-        probe.write_text("ok")
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
 
 
 def _probe_litter(path: Path) -> bool:

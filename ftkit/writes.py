@@ -63,5 +63,6 @@ def together(accelerator: Any, write: Callable[[], Any] | None) -> None:
 
 def short(text: str, limit: int = 200) -> str:
     """A library's message on one line, cut to `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    from ftkit.bounded import cut
+
+    return cut(" ".join(text.split()), limit)

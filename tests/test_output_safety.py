@@ -213,6 +213,17 @@ def test_predict_onto_an_empty_file_needs_no_flag(cli, run, source, tmp_path, ex
     assert output.read_text().splitlines() == expected
 
 
+def test_a_link_planted_at_the_old_probe_name_is_never_written_through(cli, run, source, tmp_path, expected):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / ".preds.jsonl.ftkit-write-test").symlink_to(victim)  # where older ftkit wrote its probe
+    output = tmp_path / "preds.jsonl"
+    code, _, err = cli("predict", run, source, "--output", output, *BATCH)
+    assert code == 0, err
+    assert victim.read_text() == "precious\n"
+    assert output.read_text().splitlines() == expected
+
+
 def test_overwrite_and_resume_together_are_refused(cli, run, source, tmp_path, no_model):
     output = tmp_path / "preds.jsonl"
     output.write_text("kept\n")

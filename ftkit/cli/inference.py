@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -190,12 +189,10 @@ def _check_writable(path: Path) -> None:
         raise FtkitError(f"{folder}: no such folder for --output {path}; create it or choose another --output")
     if path.is_file() and not os.access(path, os.W_OK):
         raise FtkitError(f"{path}: cannot write (Permission denied); choose another --output")
-    probe = folder / f".{path.name}.ftkit-write-test"
-    try:
-        probe.write_text("ok")
+    from ftkit.fsguard import probe_writable
+
+    try:  # a fresh exclusive name: a file or link planted beside the output is never written through
+        probe_writable(folder)
     except OSError as err:
         raise FtkitError(f"{path}: cannot write there ({err.strerror or err}); choose another --output") from None
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink(missing_ok=True)
 
