@@ -7,6 +7,8 @@ own cards (base_model, datasets, metrics, pipeline_tag, license, and model-index
 
 from __future__ import annotations
 
+import os
+import shlex
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,12 @@ HUB_METRICS = {
     "causal-lm": ["perplexity"],
 }
 NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len")  # not scores for model-index
+# The local paths a run reads (config key -> flag), the flags that set them, and the flags a
+# reproduce command drops: its own run folder is new (runs/<recipe>-<time>)
+PATH_KEYS = {"model": "--model", "data.train": "--train", "data.validation": "--validation", "data.test": "--test"}
+FLAG_KEYS = {"-m": "model", **{flag: key for key, flag in PATH_KEYS.items()}}
+DROPPED_FLAGS = ("--output-dir", "-o", "--overwrite")
+VALUE_FLAGS = (*FLAG_KEYS, "--output-dir", "-o", "--set")
 AUTO_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification", "token-classification": "AutoModelForTokenClassification",
     "seq2seq": "AutoModelForSeq2SeqLM", "causal-lm": "AutoModelForCausalLM",
@@ -37,7 +45,7 @@ def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, pl
     scores = results.get(section, {})
     lines = [
         "---", metadata_yaml(config, scores, section, pipeline_tag, adapter), "---", "",
-        f"# {config.name}: {config.model} fine-tuned with ftkit" + (" (LoRA adapter)" if adapter else ""), "",
+        f"# {config.name}: {base_name(config.model)} fine-tuned with ftkit" + (" (LoRA adapter)" if adapter else ""), "",
         config.description, "",
         "## Intended use", "", *intended_use(config, scores, section, adapter), "",
         "## Training data", "", f"- {_data_line(config)}", f"- {_columns_line(config)}", "",
@@ -48,7 +56,9 @@ def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, pl
         lines += [f"![{caption}](plots/{name})\n\n*{caption}*\n" for name, caption in plots]
     lines += [
         "## Training", "", *training_lines(config, results.get("train", {})), "",
-        "## Reproduce", "", "```", command, "```", "",
+        "## Reproduce", "",
+        "On the machine that trained it, from any folder (its local files by their absolute paths; the run goes to a new runs/ folder):", "",
+        "```", reproduce_command(config, command), "```", "",
         "Or rerun the resolved config of this run: `ftkit finetune RUN_DIR/config.yaml`.", "",
         "## Use", "", "```python", *(adapter_usage(config, pipeline_tag) if adapter else usage(config, pipeline_tag)), "```", "",
         "## Framework versions", "", *[f"- {name} {version}" for name, version in versions()], "",
@@ -75,7 +85,7 @@ def metadata_yaml(config: RunConfig, scores: dict, section: str, pipeline_tag: s
         datasets=[dataset] if dataset else None, metrics=_hub_metrics(config) or None,
         license="other",  # placeholder: set the license that the base model and the data allow
         tags=["ftkit", config.name, config.task] + (["lora"] if config.lora.enabled else []),
-        model_name=f"{config.name}-{Path(config.model).name}", eval_results=results or None,
+        model_name=f"{config.name}-{base_name(config.model)}", eval_results=results or None,
     )
     return card.to_yaml()
 
@@ -196,6 +206,69 @@ def versions() -> list[tuple[str, str]]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def base_name(model: str) -> str:
+    """The base model as the card names it: a Hub id as it is, a local folder by its name only
+    (its path says where it sat on the training machine, e.g. inside a virtualenv)."""
+    path = Path(model).expanduser()
+    return Path(os.path.abspath(path)).name if path.exists() else model
+
+
+def reproduce_command(config: RunConfig, command: str) -> str:
+    """The command that made the run, as it runs when pasted in another folder: local files by
+    absolute paths, no --output-dir (a rerun into the finished run's folder is refused: not
+    empty), and offline when nothing came from the Hub (no minutes of Hub look-ups)."""
+    args, out, given = shlex.split(command), [], set()
+    while args:
+        arg = args.pop(0)
+        flag, value = _flag(arg)
+        if flag in VALUE_FLAGS and value is None and args:
+            value = args.pop(0)
+        key = FLAG_KEYS.get(flag) or (value.partition("=")[0].strip() if flag == "--set" and value else None)
+        if flag in DROPPED_FLAGS:
+            continue
+        if key in PATH_KEYS and _setting(config, key):
+            given.add(key)
+            path = _absolute(_setting(config, key))
+            out += ["--set", f"{key}={path}"] if flag == "--set" else [flag, path]
+        elif value is not None:
+            out += [flag, value]
+        elif not arg.startswith("-") and (arg.endswith((".yaml", ".yml")) or "/" in arg) and Path(arg).is_file():
+            out.append(os.path.abspath(arg))  # the recipe as a file (a recipe's name runs anywhere)
+        else:
+            out.append(arg)
+    for key, flag in PATH_KEYS.items():  # a recipe file's relative paths: relative to where it ran
+        value = _setting(config, key)
+        if key not in given and value and _absolute(value) != value:
+            out += [flag, _absolute(value)]
+    hub_data = config.data.dataset and not config.data.train
+    offline = not hub_data and Path(config.model).expanduser().exists()
+    return ("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 " if offline else "") + shlex.join(out)
+
+
+def _flag(arg: str) -> tuple[str, str | None]:
+    """(flag, value given in the same word): --output-dir=runs/x, -oruns/x; else (arg, None)."""
+    if arg.startswith("--"):
+        flag, sep, value = arg.partition("=")
+        return flag, value if sep else None
+    if len(arg) > 2 and arg[:2] in ("-m", "-o"):
+        return arg[:2], arg[2:]
+    return arg, None
+
+
+def _setting(config: RunConfig, key: str) -> str | None:
+    return config.model if key == "model" else getattr(config.data, key.removeprefix("data."))
+
+
+def _absolute(value: str) -> str:
+    """A local path (both sides of a 'src.txt:tgt.txt' pair) made absolute; a Hub id as it is."""
+    from ftkit.data import aligned_pair
+
+    parts = [str(p) for p in aligned_pair(value) or [value]]
+    if not all(os.path.lexists(os.path.expanduser(p)) for p in parts):
+        return value
+    return ":".join(os.path.abspath(os.path.expanduser(p)) for p in parts)
 
 
 def _data_line(config: RunConfig) -> str:

@@ -24,7 +24,7 @@ FLAGS = {
     "train.epochs": "--epochs", "train.max_steps": "--max-steps", "train.batch_size": "--batch-size",
     "train.learning_rate": "--learning-rate", "train.max_length": "--max-length", "train.seed": "--seed",
     "train.early_stopping_patience": "--early-stopping-patience", "lora.r": "--lora-r", "lora.alpha": "--lora-alpha",
-    "lora.dropout": "--lora-dropout",
+    "lora.dropout": "--lora-dropout", "data.max_train_samples": "--max-train-samples", "data.max_eval_samples": "--max-eval-samples",
 }
 
 
@@ -176,3 +176,14 @@ def check(config: RunConfig) -> None:
         parse_bar(bar)
     if config.task == "seq2seq" and not d.target_column and not (d.source_lang and d.target_lang):
         raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
+    if d.source_lang and d.source_lang == d.target_lang:
+        raise FtkitError(f"--source-lang and --target-lang are both {shown(d.source_lang)}: translation needs two languages; pass the other")
+    check_columns(config)
+
+
+def check_columns(config: RunConfig) -> None:
+    """No column named for two of the family's roles, whether flags, the recipe or --set named it."""
+    from ftkit.columns import check_roles
+    from ftkit.tasks import get_task
+
+    check_roles(get_task(config.task).columns(config))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +20,8 @@ from typing import Any
 from ftkit.config import DataConfig
 from ftkit.datafile import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
 from ftkit.bounded import shown
-from ftkit.errors import FtkitError, closest
+from ftkit.columns import SAMPLE_ROWS, Roles, check_roles, flag, kinds_of, missing_column
+from ftkit.errors import FtkitError
 from ftkit.values import MIN_TEXT_CHARS
 
 # check_readable and the suffixes live in ftkit.datafile; predict and the CLI import them from here too.
@@ -361,8 +363,9 @@ def read_columns(
     """Read a local file into lists for each wanted column.
 
     `columns` maps our role ('text', 'label', ...) to the file's column name; None means the
-    role is not used. A missing column is an error that lists the columns the file has.
-    `normalize` lets a task family rewrite each record first (e.g. character spans -> tags).
+    role is not used. A missing column is an error that lists the columns the file has and
+    suggests one that fits the role (ftkit.columns). `normalize` lets a task family rewrite each
+    record first (e.g. character spans -> tags).
     """
     from collections import Counter
 
@@ -371,15 +374,12 @@ def read_columns(
     rows: list[int] = []
     notes: Counter[str] = Counter()
     read_notes: list[str] = []  # how the file was read (once per file, not per record)
-    pair = aligned_pair(str(path))
-    records = _aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt, read_notes)
-    for n, record in records:
-        if normalize is not None:
-            record, note = normalize(record, str(path), n)
-            notes.update([note] if note else [])
+    for n, record, note in _records(path, encoding, fmt, normalize, read_notes):
+        notes.update([note] if note else [])
+        if any(name not in record for name in wanted.values()):
+            sample = _first_rows(_records(path, encoding, fmt, normalize))
+            raise FtkitError(missing_column(str(path), n, columns, list(record), sample))
         for role, name in wanted.items():
-            if name not in record:
-                raise FtkitError(_missing_column(path, n, role, name, list(record)))
             out[role].append(record[name])
         rows.append(n)
     if not rows:
@@ -387,13 +387,25 @@ def read_columns(
     return Split(out, rows, str(path), read_notes + [f"{path}: {count} record(s): {note}" for note, count in notes.items()])
 
 
-def _missing_column(path: Path | str, n: int | None, role: str, name: str, present: list[str]) -> str:
-    where = f" (line/row {n})" if n else ""
-    flag = {"text": "--text-column", "label": "--label-column"}.get(role, f"--set data.{role}_column=NAME")
-    return (
-        f"{path}: no column '{name}'{where}.{closest(name, present)} "
-        f"Columns present: {', '.join(map(str, present))}. Choose one with {flag}."
-    )
+def _records(
+    path: Path, encoding: str, fmt: str, normalize: Normalize | None, read_notes: list[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(row number, record as the family reads it, the family's note or None) of a local file."""
+    pair = aligned_pair(str(path))
+    for n, record in _aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt, read_notes):
+        yield (n, *normalize(record, str(path), n)) if normalize is not None else (n, record, None)
+
+
+def _first_rows(records: Iterator[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The records of up to SAMPLE_ROWS (number, record, ...) for a missing column's suggestion; a
+    fault further on (a row the family cannot read) ends the sample, not the error being reported."""
+    sample: list[dict[str, Any]] = []
+    try:
+        for _, record, *_ in itertools.islice(records, SAMPLE_ROWS):
+            sample.append(record)
+    except FtkitError:
+        pass
+    return sample
 
 
 def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None], normalize: Normalize | None = None) -> Split:
@@ -404,15 +416,19 @@ def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None], no
     rows = list(range(1, len(dataset) + 1))
     if all(name in dataset.column_names for name in wanted.values()):  # the fast path: whole columns
         return Split({role: _class_names(dataset.features[name], dataset[name]) for role, name in wanted.items()}, rows, source)
+
+    def sample() -> list[dict[str, Any]]:
+        head = enumerate(dataset.select(range(min(len(dataset), SAMPLE_ROWS))), start=1)
+        return _first_rows((n, *normalize(row, source, n)) if normalize else (n, row) for n, row in head)
+
     if normalize is None:
-        role, name = next((r, n) for r, n in wanted.items() if n not in dataset.column_names)
-        raise FtkitError(_missing_column(source, None, role, name, dataset.column_names))
+        raise FtkitError(missing_column(source, None, columns, dataset.column_names, sample()))
     out: dict[str, list[Any]] = {role: [] for role in wanted}
     for n, row in enumerate(dataset, start=1):  # rows need rewriting (e.g. {"translation": {...}})
         record = normalize(row, source, n)[0]
+        if any(name not in record for name in wanted.values()):
+            raise FtkitError(missing_column(source, n, columns, list(record), sample()))
         for role, name in wanted.items():
-            if name not in record:
-                raise FtkitError(_missing_column(source, n, role, name, list(record)))
             out[role].append(record[name])
     return Split(out, rows, source)
 
@@ -530,21 +546,21 @@ def adapt_columns(
     A recipe names its Hub dataset's columns (SST-2 calls the text 'sentence'); a local file
     usually says 'text' and 'label' (`conventional`, per role; NER: 'tokens', 'ner_tags').
     When a configured column is missing but the conventional one is present, use it and say so;
-    a column given explicitly on the command line is kept (and fails later with the list of
-    columns present).
+    a column given explicitly on the command line is kept (and fails later with the columns
+    present and the one that fits the role). The result keeps the family's Roles, and never
+    names one column for two roles.
     """
     conventional = conventional or {"text": "text", "label": "label"}
     check_data(path, fmt)
-    pair = aligned_pair(str(path))
-    first = next(_aligned_records(*pair, encoding) if pair else iter_records(path, encoding, fmt), None)
+    first = next(_records(path, encoding, fmt, normalize), None)
     if first is None:
         return wanted, []
-    record = normalize(first[1], str(path), first[0])[0] if normalize else first[1]
-    out, notes = dict(wanted), []
+    record = first[1]
+    out, notes = Roles(wanted, kinds_of(wanted)), []
     for role, usual in conventional.items():
         name = wanted.get(role)
         if name and name not in record and role not in explicit and usual in record:
             out[role] = usual
-            flag = f"--{role}-column" if role in ("text", "label") else f"--set data.{role}_column=NAME"
-            notes.append(f"{path} has no column '{name}'; using its '{usual}' column ({flag} to choose)")
+            notes.append(f"{path} has no column '{name}'; using its '{usual}' column ({flag(role)} to choose)")
+    check_roles(out)  # evaluate reads with these at once; finetune's config check would catch it later
     return out, notes

@@ -17,9 +17,15 @@ class FtkitError(Exception):
         self.exit_code = exit_code
 
 
-def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """A ' Did you mean X?' suffix for the nearest choice, or '' when nothing is close."""
+def nearest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The choice spelled most like `word`, or None when nothing is close."""
     import difflib
 
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" Did you mean '{match[0]}'?" if match else ""
+    return match[0] if match else None
+
+
+def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    """A ' Did you mean X?' suffix for the nearest choice, or '' when nothing is close."""
+    match = nearest(word, choices)
+    return f" Did you mean '{match}'?" if match else ""

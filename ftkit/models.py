@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -14,11 +16,24 @@ from ftkit.model_checks import check_files, check_load_report, check_tokenizer, 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ADAPTER_CONFIG = "adapter_config.json"  # a PEFT (LoRA) adapter folder
+GGUF_SUFFIX = ".gguf"  # llama.cpp's single-file checkpoints: transformers reads them with gguf_file=
 
 
 def is_model_folder(path: Path) -> bool:
     """A save_pretrained folder (config.json) or a LoRA adapter (adapter_config.json)."""
     return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
+
+
+def is_gguf(source: str) -> bool:
+    """A GGUF weights file: config, tokenizer and weights in one file, no config.json."""
+    return str(source).lower().endswith(GGUF_SUFFIX)
+
+
+def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
+    """What `from_pretrained` takes for a source: a .gguf file is named by its folder and gguf_file=."""
+    if is_gguf(source):
+        return str(Path(source).parent), {"gguf_file": Path(source).name}
+    return source, {}
 
 
 @dataclass
@@ -57,10 +72,23 @@ def load_pretrained(auto_class: Any, source: str, new_head: bool = False, **kwar
         kwargs["use_safetensors"] = True  # a Hub repo without safetensors is refused, not unpickled
     # Mismatched shapes come back in the load report, where ftkit tells head from body.
     kwargs.setdefault("ignore_mismatched_sizes", True)
+    location, extra = _pretrained_args(source)
+    if extra:
+        import torch
+        import transformers
+
+        # Unpacked into plain float32 layers: packed GGUF blocks neither train nor save_pretrained
+        # (a dequantized model does both, as safetensors), and the file's float16 is a storage format.
+        kwargs.update(extra, dtype=torch.float32)
+        if hasattr(transformers, "GgufConfig"):  # before it (transformers < 5.19) GGUF always loaded dequantized
+            kwargs["quantization_config"] = transformers.GgufConfig(dequantize=True)
+    # transformers' GGUF reader draws its own tqdm bar on stderr, past its progress-bar switch.
+    quiet = contextlib.redirect_stderr(io.StringIO()) if extra else contextlib.nullcontext()
     try:
-        model, info = auto_class.from_pretrained(
-            source, trust_remote_code=POLICY.trust_remote_code, output_loading_info=True, **kwargs
-        )
+        with quiet:
+            model, info = auto_class.from_pretrained(
+                location, trust_remote_code=POLICY.trust_remote_code, output_loading_info=True, **kwargs
+            )
     except OSError as err:
         if not POLICY.allow_pickle and "safetensors" in str(err).lower():
             raise _pickle_only(source) from None
@@ -91,15 +119,17 @@ def _has_weights(folder: Path) -> bool:
 
 
 def _weights_files(source: str) -> str:
-    """The weights file(s) a message names: a local folder's safetensors files."""
+    """The weights file(s) a message names: a local folder's safetensors files, or the .gguf file."""
     path = Path(source)
+    if is_gguf(source):
+        return path.name
     names = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
     return ", ".join(names[:2]) + (", ..." if len(names) > 2 else "") if names else "the weights"
 
 
 def _where(source: str) -> str:
-    """How a message names a model: its folder, or the Hub id."""
-    return source if Path(source).is_dir() else f"model '{source}'"
+    """How a message names a model: its folder or .gguf file, or the Hub id."""
+    return source if Path(source).is_dir() or is_gguf(source) else f"model '{source}'"
 
 
 def _note(message: str) -> None:
@@ -132,23 +162,48 @@ def quiet_transformers() -> None:
     datasets.utils.logging.disable_progress_bar()
 
 
-def model_source(name_or_path: str) -> str:
-    """A local model folder (checked) or a Hub id, as `from_pretrained` should receive it."""
+def model_source(name_or_path: str, task: Any = None) -> str:
+    """A local model folder or .gguf file (checked) or a Hub id, as the loaders here receive it.
+
+    task: the recipe's family module (ftkit.tasks), when known: it says whether a .gguf file
+    fits, and what local model to pass instead of a Hub id that cannot load.
+    """
     path = Path(name_or_path).expanduser()
+    if is_gguf(name_or_path):  # a local file, never a Hub id: no Hub look-up
+        return _gguf_source(path, task)
     if path.exists():
         if not path.is_dir():
-            raise FtkitError(f"{path}: is a file; pass the model folder (the one holding config.json)")
+            raise FtkitError(f"{path}: is a file; pass the model folder (the one holding config.json) or a .gguf file")
         if not is_model_folder(path):
+            gguf = sorted(path.glob(f"*{GGUF_SUFFIX}"))
             raise FtkitError(
                 f"{path}: no config.json in this folder, so it is not a transformers model folder "
-                "(one written by save_pretrained). Pass that folder, or a Hub id like bert-base-uncased."
+                "(one written by save_pretrained). Pass that folder, or a Hub id like bert-base-uncased"
+                + (f", or the GGUF file itself: --model {gguf[0]}" if gguf else "") + "."
             )
         return str(path)
     # Hub ids are 'name' or 'org/name'; anything else was meant as a local path.
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or "\\" in name_or_path:
         raise FtkitError(f"{name_or_path}: no such model folder")
-    hub.check_model(name_or_path)  # not reachable and not cached: one line now, not 30 s of retries
+    # Not reachable and not cached: one line now, not 30 s of retries.
+    hub.check_model(name_or_path, task.LOCAL_MODEL if task is not None else hub.LOCAL_FOLDER_HINT)
     return name_or_path
+
+
+def _gguf_source(path: Path, task: Any) -> str:
+    """A .gguf file, checked: it exists, the family can use one, and transformers can read it."""
+    if not path.is_file():
+        raise FtkitError(f"{path}: no such file")
+    if task is not None and not task.GGUF:
+        raise FtkitError(
+            f"{path}: ftkit takes a GGUF file for causal-lm recipes only (`ftkit recipes list` shows each "
+            f"recipe's family); for this one, {task.LOCAL_MODEL}"
+        )
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF metadata through it)
+    except ImportError:
+        raise FtkitError(f"{path}: reading a GGUF file needs the gguf package: pip install gguf (or pip install 'ftkit[gguf]')") from None
+    return str(path)
 
 
 def load_model_config(name_or_path: str) -> Any:
@@ -158,14 +213,16 @@ def load_model_config(name_or_path: str) -> Any:
     source = model_source(name_or_path)
     if (Path(source) / "config.json").is_file():  # a damaged one is named (transformers says "OSError")
         read_json(Path(source) / "config.json")
+    location, extra = _pretrained_args(source)
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=POLICY.trust_remote_code)
+        return AutoConfig.from_pretrained(location, trust_remote_code=POLICY.trust_remote_code, **extra)
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, KeyError) as err:
         if "trust_remote_code" in str(err):
             raise _needs_remote_code(name_or_path) from None
-        raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)})") from None
+        damaged = "; the file may be incomplete or damaged: copy it again" if is_gguf(source) else ""
+        raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)[:200]}){damaged}") from None
 
 
 def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
@@ -179,11 +236,12 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
     source = model_source(name_or_path)
     if Path(source).is_dir():
         check_tokenizer_files(Path(source))
+    location, extra = _pretrained_args(source)  # a GGUF file's tokenizer is rebuilt from its metadata
     try:
         trust = POLICY.trust_remote_code
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust, **extra)
         if prefix_space and getattr(tokenizer, "add_prefix_space", None) is False:
-            tokenizer = AutoTokenizer.from_pretrained(source, add_prefix_space=True, trust_remote_code=trust)
+            tokenizer = AutoTokenizer.from_pretrained(location, add_prefix_space=True, trust_remote_code=trust, **extra)
     except OSError as err:
         raise unreachable(name_or_path, err) from None
     except (ValueError, TypeError, KeyError) as err:

@@ -21,9 +21,11 @@ from typing import Any
 from ftkit import lora
 from ftkit.config import RunConfig
 from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
-from ftkit.errors import FtkitError, closest
+from ftkit.columns import Roles, missing_column
+from ftkit.errors import FtkitError
 from ftkit.models import ADAPTER_CONFIG, quiet_transformers
 from ftkit.predict_output import OutputFile, StreamSink, sink_for
+from ftkit.progress import Pass, Reporter
 from ftkit.tasks import FAMILY_MODULES, get_task
 from ftkit.values import as_text
 
@@ -107,9 +109,13 @@ def default_max_length(model: Any, tokenizer: Any) -> int:
     return min(tokenizer.model_max_length, max_positions(model.config) or 512, 512)
 
 
-def records_from(input_path: str, text_column: str | None, run_config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
-    """Input records in order: {"text"} from lines of a .txt / stdin (blank lines skipped) or a
-    table's text column; {"tokens"} from a table or CoNLL file holding pre-split words."""
+def records_from(input_path: str | list[str], text_column: str | None, run_config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """Input records in order: {"text"} from lines of a .txt / stdin (blank lines skipped), a
+    table's text column or the literal texts of --text (a list); {"tokens"} from a table or
+    CoNLL file holding pre-split words."""
+    if isinstance(input_path, list):
+        yield from ({"text": text} for text in input_path)
+        return
     if input_path != "-":
         check_readable(Path(input_path), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
     plain = input_path == "-" or Path(input_path).suffix.lower() in TEXT_SUFFIXES
@@ -137,21 +143,19 @@ def records_from(input_path: str, text_column: str | None, run_config: RunConfig
 
 
 def _pick_column(path: str, n: int, record: dict, explicit: str | None, defaults: list[str]) -> str:
-    if explicit:
-        if explicit not in record:
-            raise FtkitError(f"{path}: no column '{explicit}'.{closest(explicit, list(record))} Columns present: {', '.join(record)}")
-        return explicit
-    for candidate in defaults:
-        if candidate in record:
-            return candidate
-    raise FtkitError(f"{path}: no column '{defaults[0]}'. Columns present: {', '.join(record)}. Choose one with --text-column.")
+    column = explicit or next((c for c in defaults if c in record), None)
+    if column is None or column not in record:  # suggest by name, or a column whose value reads as text / words
+        wanted = Roles({"text": explicit or defaults[0]}, {"text": ("text", "words")})
+        raise FtkitError(missing_column(path, n, wanted, list(record), [record]))
+    return column
 
 
 def predict(
-    model_dir: Path, run_config: RunConfig | None, input_path: str, output: Path | None, text_column: str | None, encoding: str,
+    model_dir: Path, run_config: RunConfig | None, input_path: str | list[str], output: Path | None, text_column: str | None, encoding: str,
     options: PredictOptions, resume: bool = False, overwrite: bool = False,
 ) -> int:
     """Write one JSON line per input record (to `output`, else stdout); return the count written.
+    `input_path` is a file, "-" (stdin), or a list of literal texts (--text).
 
     Each chunk's lines are flushed as soon as they are computed, so a killed run leaves a prefix
     of complete lines that `resume` continues (see ftkit.predict_output). An existing `output`
@@ -173,11 +177,11 @@ def predict(
         raise FtkitError(err.message + sink.kept(), err.exit_code) from None
 
 
-def _predict_into(sink: Any, model_dir: Path, run_config: RunConfig | None, input_path: str, text_column: str | None, encoding: str, options: PredictOptions, procs: Any) -> None:
+def _predict_into(sink: Any, model_dir: Path, run_config: RunConfig | None, input_path: str | list[str], text_column: str | None, encoding: str, options: PredictOptions, procs: Any) -> None:
     """Everything about the input and the output is settled before the model loads: the records
     an output keeps (checked on the main process, skipped on the others) and the first record."""
     records = records_from(input_path, text_column, run_config, encoding)
-    done = _on_main(procs, lambda: sink.check(records, input_path))
+    done = _on_main(procs, lambda: sink.check(records, "--text" if isinstance(input_path, list) else input_path))
     if procs and not procs.is_main_process:
         for _ in itertools.islice(records, done):
             pass
@@ -294,16 +298,31 @@ def _write_all(run: Callable[[list[dict]], list[dict]], records: Iterator[dict],
     """Predict `records` chunk by chunk into `out`: a sink of ftkit.predict_output, or a text stream."""
     sink = out if isinstance(out, (StreamSink, OutputFile)) else StreamSink(out)
     chunk: list[dict] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == batch_size * CHUNK_BATCHES:
-            _write_chunk(run, chunk, sink, batch_size, procs)
-            chunk = []
-    if chunk:
-        _write_chunk(run, chunk, sink, batch_size, procs)
+    with _progress(sink, procs) as progress:
+        for record in records:
+            chunk.append(record)
+            if len(chunk) == batch_size * CHUNK_BATCHES:
+                _write_chunk(run, chunk, sink, batch_size, procs, progress)
+                chunk = []
+        if chunk:
+            _write_chunk(run, chunk, sink, batch_size, procs, progress)
 
 
-def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], sink: Any, batch_size: int, procs: Any) -> None:
+def _progress(sink: Any, procs: Any) -> Pass:
+    """Rows predicted, on stderr (the input's length is not known ahead: a count and its rate).
+
+    Into --output: always (a bar, or plain lines in a log). Streamed to stdout: a bar only where
+    stdout goes to a file or pipe and stderr is a terminal (`> out.jsonl`). On a terminal the
+    lines themselves show the progress, and a bar would garble them; with both redirected (a
+    script's pipeline), stderr keeps to problems."""
+    reporter = Reporter()
+    if isinstance(sink, StreamSink) and sink.path is None:
+        reporter.quiet = sys.stdout.isatty() or not reporter.console.is_terminal
+    reporter.main_process = procs is None or procs.is_main_process
+    return reporter.track("predict", None, "rows")
+
+
+def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], sink: Any, batch_size: int, procs: Any, progress: Pass) -> None:
     """Predict a chunk in length-sorted batches; write its results in input order.
 
     Launched on several processes, every process reads the same chunk and takes every n-th of
@@ -316,10 +335,12 @@ def _write_chunk(run: Callable[[list[dict]], list[dict]], chunk: list[dict], sin
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         results.update(zip(idx, run([chunk[i] for i in idx])))
+        progress.advance(len(idx))  # per batch: generation is slow
     if procs:
         from accelerate.utils import gather_object
 
         results = dict(gather_object(list(results.items())))
+        progress.advance(len(chunk) - len(order))  # the other processes' shares
     sink.write(chunk, "".join(json.dumps(results[i], ensure_ascii=False) + "\n" for i in range(len(chunk))))
 
 
@@ -362,4 +383,6 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     accelerator = Accelerator()
     loader = DataLoader(prepared.features["test"], batch_size=batch_size, collate_fn=task.collator(tokenizer, None))
     model, loader = accelerator.prepare(model, loader)
-    return run_evaluation(model, loader, accelerator, task, prepared, "test")
+    reporter = Reporter()
+    reporter.main_process = accelerator.is_main_process
+    return run_evaluation(model, loader, accelerator, task, prepared, "test", reporter=reporter)

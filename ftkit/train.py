@@ -54,7 +54,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     quiet_transformers()
 
     # --- setup: every check that can fail runs before the first expensive step
-    source = model_source(config.model)
+    source = model_source(config.model, task)  # the family says what a missing model's advice is
     check_weights(source)  # refuse pickle-only weights before any data is read
     model_config = load_model_config(config.model)
     task.check_model(model_config, config.model)
@@ -79,7 +79,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     reporter.main_process = accelerator.is_main_process
     set_seed(t.seed)
     with accelerator.main_process_first():  # tokenize once; other ranks wait, then reuse
-        prepared = task.prepare(_limit(splits, config), config, tokenizer)
+        prepared = task.prepare(_limit(splits, config, reporter), config, tokenizer)
     task.check_metric_keys(config, prepared.names)
     for note in prepared.notes:
         reporter.note(note)
@@ -145,7 +145,7 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
         accelerator.init_trackers(config.name, config=tracker_config(config), init_kwargs={"wandb": {"name": out.name}, "mlflow": {"run_name": out.name}})
 
     def evaluate(split: str) -> dict[str, Any]:
-        return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split)
+        return run_evaluation(model, eval_dls[split], accelerator, task, prepared, split, reporter=reporter)
 
     # --- train (or resume: weights, optimizer, scheduler and RNG states come from the checkpoint)
     log = artifacts.JsonlLog(out / "log.jsonl", enabled=accelerator.is_main_process)
@@ -165,7 +165,10 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     # batch_size is per process and forward pass: what one optimizer step sees is their product
     effective = t.batch_size * n * t.gradient_accumulation_steps
     per_step = f"batch {effective} = {t.batch_size} x {n} processes x {t.gradient_accumulation_steps} accumulation" if effective != t.batch_size else f"batch {t.batch_size}"
-    reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {epochs} epoch(s), {total_steps} steps, "
+    # --max-steps may stop inside an epoch: say how much of one, not the epochs the loop enters
+    length = f"{epochs} epoch(s), {total_steps} steps" if total_steps == epochs * steps_per_epoch else \
+        f"{total_steps / steps_per_epoch:.3g} epochs, {total_steps} steps ({steps_per_epoch} per epoch)"
+    reporter.start(total_steps, f"{config.name}: {len(prepared.features['train'])} examples, {length}, "
                    f"{per_step}, {'fp32' if precision == 'no' else precision} on {accelerator.device.type}")
     reporter.update(state["step"])
     loss_sum = torch.tensor(state["loss_sum"], device=accelerator.device)
@@ -264,6 +267,12 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
                     reporter.update(step, loss=mean_loss, lr=lr, speed=speed)
                     loss_sum.zero_()
                     state["loss_count"], window_samples, window_start = 0, 0, time.perf_counter()
+                elif reporter.wants_loss:  # `loss -` until the first logging step is a minute on CPU
+                    # The running mean at once. .item() waits for the device: only until the first
+                    # logging step, and on the main process alone (its own share: no collective).
+                    elapsed = time.perf_counter() - window_start
+                    reporter.update(step, loss=loss_sum.item() / state["loss_count"], lr=scheduler.get_last_lr()[0],
+                                    speed=window_samples / elapsed if elapsed > 0 else 0.0, preview=True)
                 else:
                     reporter.update(step)
                 if t.eval_steps and step % t.eval_steps == 0:
@@ -374,7 +383,7 @@ def compiled(model: Any, mode: str) -> Any:
     return torch.compile(model, mode=mode)
 
 
-def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str) -> dict[str, Any]:
+def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str, reporter: Reporter | None = None) -> dict[str, Any]:
     """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates.
 
     Per-token outputs differ in length across processes and batches: pad them (-100, which
@@ -385,12 +394,13 @@ def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, pre
     was_training = model.training
     model.eval()
     chunks: dict[str, list] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), (reporter or Reporter(quiet=True)).track(split, len(dataloader), "batches") as progress:
         for batch in dataloader:
             outputs = task.eval_outputs(model, batch)
             outputs = {k: accelerator.pad_across_processes(v, dim=1, pad_index=-100) if v.ndim > 1 else v for k, v in outputs.items()}
             for key, value in accelerator.gather_for_metrics(outputs).items():
                 chunks.setdefault(key, []).append(value.cpu())
+            progress.advance()  # per batch: generation (seq2seq) is the slow part and is inside
     model.train(was_training)
     return task.compute_metrics({k: _concat(v) for k, v in chunks.items()}, prepared, split)
 
@@ -416,13 +426,17 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _limit(splits: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """Apply data.max_train_samples / max_eval_samples (the first N rows) for quick runs."""
+def _limit(splits: dict[str, Any], config: RunConfig, reporter: Reporter) -> dict[str, Any]:
+    """Apply data.max_train_samples / max_eval_samples (the first N rows, after carving) for quick
+    runs, and say so: metrics of 50 rows must not pass for the split's."""
     d = config.data
     out = {}
     for name, split in splits.items():
         cap = d.max_train_samples if name == "train" else d.max_eval_samples
         out[name] = split.select(list(range(min(cap, len(split)))), split.source) if cap else split
+        if cap and cap < len(split):
+            flag = "--max-train-samples" if name == "train" else "--max-eval-samples"
+            reporter.note(f"{name}: the first {cap:,} of {len(split):,} rows ({flag})")
     return out
 
 

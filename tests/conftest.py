@@ -15,7 +15,60 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ROOT = Path(__file__).resolve().parents[1]  # the repository; tests find its files from here, never from cwd
+SHARED = ROOT.parent / "shared" / "datasets"
+
+# ------------------------------------------------------------- tests write only to temporary folders
+
+# Not the tests' doing: tool caches and bytecode, and a virtual environment (a folder holding pyvenv.cfg).
+CACHES = {".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
+REPOSITORY_BEFORE = pytest.StashKey[set]()  # the listing at session start
+
+
+def repository_paths() -> set[str]:
+    """Every file and folder in the clone (ignored ones too: runs/ is in .gitignore)."""
+    found = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in CACHES and not (Path(folder, d) / "pyvenv.cfg").exists()]
+        rel = Path(folder).relative_to(ROOT)
+        found.update(str(rel / name) for name in dirs + files)
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config.stash[REPOSITORY_BEFORE] = repository_paths()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(REPOSITORY_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(repository_paths() - before)
+    if new:
+        shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write("\n")
+            reporter.write_line(f"error: this test session left new files in the repository ({ROOT}): {shown}; "
+                                "tests write only under tmp_path (cwd-relative defaults such as runs/ land in the "
+                                "test's own temporary folder). Another process writing there meanwhile shows up too.", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_in_a_temporary_folder(tmp_path_factory):
+    """Session and module fixtures run here: a cwd-relative default never lands in the clone."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("session-cwd"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """Each test runs in a fresh empty folder of its own (not tmp_path, whose listing some tests
+    check): `ftkit finetune` without --output-dir makes runs/ there, relative paths resolve there."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
 
 POSITIVE = "great wonderful superb moving brilliant delightful charming excellent".split()
 NEGATIVE = "awful boring dull terrible clumsy tedious bland poor".split()
@@ -91,7 +144,8 @@ def _bert_tokenizer():
     from transformers import BertTokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate(specials + WORDS + list("abcdefghijklmnopqrstuvwxyz.,!?'"))}
+    # dict.fromkeys: 'a' is a word and a letter; a repeated token would leave an id past the embeddings
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(specials + WORDS + list("abcdefghijklmnopqrstuvwxyz.,!?'")))}
     return BertTokenizer(vocab=vocab)
 
 

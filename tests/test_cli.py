@@ -356,7 +356,8 @@ def test_model_card_metadata_metrics_and_plots(runs, arch):
         png = (run / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == (run / "model" / "plots" / name).read_bytes()
     assert "## Intended use" in card.text and "Classifies a text into one of: negative, positive." in card.text
-    assert f"--output-dir {run}" in card.text.split("## Reproduce", 1)[1]
+    reproduce = card.text.split("## Reproduce", 1)[1].split("## Use", 1)[0]
+    assert "ftkit finetune sentiment" in reproduce and str(run) not in reproduce  # a rerun makes its own folder
 
 
 def test_confusion_matrix_agrees_with_the_scores(runs):

@@ -149,7 +149,7 @@ def test_recipes_copy_writes_a_loadable_file(cli, tmp_path: Path):
     dest = tmp_path / "my-spam.yaml"
     code, out, err = cli("recipes", "copy", "spam", dest)
     assert (code, err) == (0, "")
-    assert out == f"copied spam to {dest}; edit it, then: ftkit finetune {dest}\n"
+    assert out == f"wrote {dest}; run it with: ftkit finetune {dest}\n"
     assert dest.read_bytes() == get_recipe("spam").path.read_bytes()
     config, path = load_config(str(dest))
     assert path == dest and config == get_recipe("spam").config

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ftkit.cli import env, finetune, inference, recipes, runs
+from ftkit.cli import env, finetune, inference, options, recipes, runs
 from ftkit.errors import FtkitError
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # the shells Typer writes completion for
@@ -25,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # main() prints one line; FTKIT_DEBUG=1 shows the traceback
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=options.PlainGroup,  # every command's --help names values with words, not Python types
 )
 app.command("finetune", no_args_is_help=True)(finetune.finetune)
 app.command("reproduce", no_args_is_help=True)(finetune.reproduce)
@@ -104,12 +105,23 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _resume_path(argv: list[str]) -> list[str]:
-    """`--resume PATH` (PATH an existing folder) means `--resume-from PATH`; bare `--resume` stays a flag."""
+    """finetune/reproduce `--resume` takes an optional folder: `--resume PATH` when PATH is a
+    folder (or a missing path, which resume then names), else `--resume=`, so that the recipe
+    or a file after a bare --resume is not taken for its value."""
+    if not argv or argv[0] not in ("finetune", "reproduce"):
+        return list(argv)
     out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--resume" and not out[i + 1].startswith("-") and Path(out[i + 1]).is_dir():
-            out[i] = "--resume-from"
+    for i, arg in enumerate(argv):
+        if arg == "--resume" and not (i + 1 < len(argv) and _names_a_run(argv[i + 1])):
+            out[i] = "--resume="
     return out
+
+
+def _names_a_run(arg: str) -> bool:
+    """Whether the word after --resume is its folder: a folder, or a missing path that is not a recipe file."""
+    if arg.startswith("-"):
+        return False
+    return Path(arg).is_dir() or (os.sep in arg and not os.path.lexists(arg) and not arg.endswith((".yaml", ".yml")))
 
 
 def _shell_request(argv: list[str]) -> tuple[str, str] | None:

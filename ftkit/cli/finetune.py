@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ftkit.cli import flags
 from ftkit.cli import options as o
 from ftkit.cli.tables import print_bars, print_metrics
 from ftkit.config import RunConfig, apply_overrides, flatten, parse_set
@@ -21,65 +22,15 @@ if TYPE_CHECKING:  # loaded when a run starts, not at `ftkit --help`
 
 RecipeArg = Annotated[str, typer.Argument(help="A recipe name (see `ftkit recipes list`) or a YAML file.", show_default=False, autocompletion=o.recipe_names)]
 
-# flag -> config key; a flag left out keeps the recipe's value
-FLAG_KEYS = {
-    "model": "model", "dataset": "data.dataset", "train": "data.train", "validation": "data.validation",
-    "test": "data.test", "text_column": "data.text_column", "label_column": "data.label_column",
-    "encoding": "data.encoding", "epochs": "train.epochs", "max_steps": "train.max_steps",
-    "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "max_length": "train.max_length",
-    "seed": "train.seed", "mixed_precision": "train.mixed_precision", "fmt": "data.format", "strict": "data.strict",
-    "source_lang": "data.source_lang", "target_lang": "data.target_lang", "compile_": "train.compile",
-    "early_stopping_patience": "train.early_stopping_patience", "class_weights": "train.class_weights",
-    "report_to": "train.report_to", "lora": "lora.enabled", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
-    "lora_dropout": "lora.dropout", "merge": "lora.merge",
-}
 
-
-def finetune(
-    recipe: RecipeArg,
-    model: o.ModelOpt = None,
-    dataset: o.DatasetOpt = None,
-    train: o.TrainOpt = None,
-    validation: o.ValidationOpt = None,
-    test: o.TestOpt = None,
-    text_column: o.TextColumnOpt = None,
-    label_column: o.LabelColumnOpt = None,
-    encoding: o.EncodingOpt = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="auto, or conll to read .txt files as CoNLL (token ... tag per line).", rich_help_panel="Model and data")] = None,
-    strict: o.StrictOpt = False,
-    source_lang: Annotated[str | None, typer.Option("--source-lang", help="Translation: source language key (e.g. en).", rich_help_panel="Model and data")] = None,
-    target_lang: Annotated[str | None, typer.Option("--target-lang", help="Translation: target language key (e.g. de).", rich_help_panel="Model and data")] = None,
-    output_dir: o.OutputDirOpt = None,
-    overwrite: o.OverwriteOpt = False,
-    resume: o.ResumeOpt = False,
-    resume_from: o.ResumeFromOpt = None,
-    epochs: o.EpochsOpt = None,
-    max_steps: o.MaxStepsOpt = None,
-    batch_size: o.BatchSizeOpt = None,
-    learning_rate: o.LearningRateOpt = None,
-    max_length: o.MaxLengthOpt = None,
-    seed: o.SeedOpt = None,
-    mixed_precision: o.PrecisionOpt = None,
-    compile_: o.CompileOpt = None,
-    early_stopping_patience: o.EarlyStoppingOpt = None,
-    class_weights: o.ClassWeightsOpt = None,
-    lora: o.LoraOpt = False,
-    lora_r: o.LoraROpt = None,
-    lora_alpha: o.LoraAlphaOpt = None,
-    lora_dropout: o.LoraDropoutOpt = None,
-    merge: o.MergeOpt = False,
-    report_to: o.ReportToOpt = None,
-    trust_remote_code: o.TrustRemoteCodeOpt = False,
-    allow_pickle: o.AllowPickleOpt = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set train.warmup_ratio=0.06 (repeatable).", rich_help_panel="Training")] = None,
-    quiet: o.QuietOpt = False,
-) -> None:
+def finetune(**args: Any) -> None:
     """Fine-tune a model with a recipe; writes model/, metrics.json, config.yaml, log.jsonl.
 
     [dim]ftkit finetune sentiment --model bert-base-uncased
-    ftkit finetune spam --model ./minilm --train train.jsonl --test test.jsonl --epochs 2[/dim]
+    ftkit finetune spam --model ./minilm --train train.jsonl --test test.jsonl --epochs 2
+    ftkit finetune sentiment --model ./minilm --max-train-samples 64 --max-eval-samples 32 --max-steps 10   # a smoke run[/dim]
     """
-    run(locals(), check_expect=False)
+    run(args, check_expect=False)
 
 
 def reproduce(**args: Any) -> None:
@@ -90,8 +41,10 @@ def reproduce(**args: Any) -> None:
     run(args, check_expect=True)
 
 
-# Same options as finetune, declared once: Typer reads the signature, so share it.
-reproduce.__signature__ = inspect.signature(finetune, eval_str=True)  # type: ignore[attr-defined]
+# Both take the recipe and every flag of the table in ftkit/cli/flags.py (Typer reads the signature).
+finetune.__signature__ = reproduce.__signature__ = flags.signature(  # type: ignore[attr-defined]
+    inspect.Parameter("recipe", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RecipeArg)
+)
 
 
 def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
@@ -101,15 +54,26 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
 
     config, _ = load_config(args["recipe"])
     overrides: dict[str, Any] = {}
-    for flag, key in FLAG_KEYS.items():
+    for flag, key in flags.FLAG_KEYS.items():
         value = args.get(flag)
         if value is not None and value is not False:  # an absent flag keeps the recipe's value
             # Saved config.yaml must rerun from anywhere: store data files as absolute paths.
             overrides[key] = _absolute(value) if isinstance(value, Path) else value
-    if args.get("dataset") and not args.get("train"):
+    local = [f"--{split}" for split in ("train", "validation", "test") if args.get(split)]
+    if args.get("dataset") and local:  # the Hub dataset would be dropped without a word
+        raise FtkitError(f"--dataset (a Hub dataset) and {'/'.join(local)} (local files) both name the data: pass one of them")
+    if args.get("dataset"):
         overrides.update({"data.train": None, "data.validation": None, "data.test": None})
-    overrides.update(parse_set(args.get("set_") or []))
+    overrides.update(parse_set(args.get("set") or []))
     config = apply_overrides(config, overrides, source="command line")
+    if config.data.train and (config.data.dataset or config.data.dataset_config):
+        # Local files win and the Hub dataset is never read (no split of it, not even a missing
+        # test): config.yaml must say what the run read.
+        config = apply_overrides(config, {"data.dataset": None, "data.dataset_config": None}, source="command line")
+    if os.path.lexists(os.path.expanduser(config.model)) and not os.path.isabs(os.path.expanduser(config.model)):
+        # A local model (folder or .gguf file) by its absolute path: config.yaml and the card's
+        # reproduce command must load the same model from any folder.
+        config = apply_overrides(config, {"model": os.path.abspath(os.path.expanduser(config.model))}, source="command line")
     check_local_files(config.data)  # every file, before any is read: a FIFO or a loop fails here
     notes: list[str] = []
     if config.data.train:
@@ -176,10 +140,10 @@ def open_folder(config: RunConfig, args: dict[str, Any]) -> tuple[RunFolder, Pat
     Only the main process makes, locks and cleans the folder; the others get an inert one."""
     from ftkit.rundir import RunFolder
 
-    if args.get("resume") or args.get("resume_from"):
+    if args.get("resume") is not None:  # "" for a bare --resume, else the folder it names
         if args.get("overwrite"):
             raise FtkitError("--resume continues a run and --overwrite starts it again: pass one of them")
-        out, checkpoint = resume_target(config, args.get("output_dir"), args.get("resume_from"))
+        out, checkpoint = resume_target(config, args.get("output_dir"), Path(args["resume"]) if args["resume"] else None)
         return (RunFolder.resume(out) if o.main_process() else RunFolder(out, writer=False)), checkpoint
     if args.get("output_dir") is None and o.world_size() > 1:  # each process would pick its own time stamp
         raise FtkitError("several processes (accelerate launch / torchrun) share one run folder: pass --output-dir")
@@ -217,12 +181,13 @@ def report(results: dict[str, Any], config: RunConfig, out: Path, check_expect: 
 RESUME_MAY_CHANGE = ("train.checkpoint_every", "train.keep_checkpoints", "train.report_to")
 
 
-def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path | None) -> tuple[Path, Path]:
-    """(run folder, checkpoint) to resume; refuses a finished run or changed settings."""
+def resume_target(config: RunConfig, output_dir: Path | None, named: Path | None) -> tuple[Path, Path]:
+    """(run folder, checkpoint) to resume (`named` by `--resume PATH`, else --output-dir's or the
+    newest unfinished run); refuses a finished run or changed settings."""
     from ftkit import checkpoints
     from ftkit.config import from_dict, load_yaml_file
 
-    where = resume_from or output_dir
+    where = named or output_dir
     if where is None:  # the newest unfinished runs/<recipe>-* with a checkpoint
         runs = sorted(Path("runs").glob(f"{config.name}-*"))
         where = next((r for r in reversed(runs) if checkpoints.latest(r) and not (r / "metrics.json").exists()), None)
@@ -252,14 +217,14 @@ def resume_target(config: RunConfig, output_dir: Path | None, resume_from: Path 
 
 
 def _without_resume(argv: list[str]) -> list[str]:
-    """The command that started the run: resume flags (and their folder) dropped. main() has
-    already spelled `--resume PATH` as `--resume-from PATH`."""
+    """The command that started the run, without its --resume: main() has spelled a bare
+    `--resume` as `--resume=`, so a `--resume` left is followed by the folder it names."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--resume-from":
+        elif arg == "--resume":
             skip = True
-        elif arg != "--resume" and not arg.startswith("--resume-from="):
+        elif not arg.startswith("--resume="):
             out.append(arg)
     return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -22,8 +24,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Examples per forwar
 
 def predict(
     run_dir: RunArg,
-    input: Annotated[str, typer.Argument(help="A .txt (one text per line), csv/tsv/json/jsonl/parquet with a text column, or - for stdin.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", help="Write JSONL here [default: stdout].")] = None,
+    input: Annotated[str | None, typer.Argument(help="A .txt (one text per line), csv/tsv/json/jsonl/parquet with a text column, or - for stdin (texts themselves: --text).", show_default=False)] = None,
+    texts: Annotated[list[str] | None, typer.Option("--text", help="Predict this text instead of an input file (repeatable).", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write JSONL here \\[default: stdout].")] = None,
     batch_size: BatchOpt = 32,
     top_k: Annotated[int, typer.Option("--top-k", help="Also list the K most likely labels.")] = 1,
     text_column: o.TextColumnOpt = None,
@@ -44,6 +47,7 @@ def predict(
     classifier, {"text", "entities": [...]} (or {"tokens", "tags"}) for NER.
 
     [dim]ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl
+    ftkit predict runs/sentiment-20260101-120000 --text "Great movie!" --text "Dull plot."
     cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -
     ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple
     ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl --resume[/dim]
@@ -70,16 +74,17 @@ def predict(
     # whether an existing --output may be replaced or continued is decided once it is locked.
     o.apply_policy(trust_remote_code, allow_pickle)
     _check_run_dir(run_dir)
-    if input != "-":
-        check_readable(Path(input), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
+    source = _predict_source(input, texts)
+    if isinstance(source, str) and source != "-":
+        check_readable(Path(source), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
     model_dir, config = resolve_model_dir(run_dir)
     if output is not None:
-        _check_output(output, [input, *files_read(model_dir)])
+        _check_output(output, [*([source] if isinstance(source, str) else []), *files_read(model_dir)])
     options = PredictOptions(
         batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
         max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
     )
-    count = run_predict(model_dir, config, input, output, text_column, encoding, options, resume=resume, overwrite=overwrite)
+    count = run_predict(model_dir, config, source, output, text_column, encoding, options, resume=resume, overwrite=overwrite)
     if output is not None and o.main_process():
         typer.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -133,7 +138,10 @@ def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Opt
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
     if not o.main_process():  # launched on several processes: each holds the same gathered metrics
         return
-    print_metrics({"test": result})
+    from ftkit.data import aligned_pair
+
+    # The column names what was scored: the file (both sides of a 'src.txt:tgt.txt' pair).
+    print_metrics({"test": result}, headers={"test": ":".join(p.name for p in aligned_pair(str(data)) or [data])})
     if output is not None:
         try:
             if is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
@@ -152,6 +160,34 @@ def _check_run_dir(path: Path) -> None:
         raise FtkitError(
             f"{path}: no such folder; pass the --output-dir of a finished `ftkit finetune`, or a model folder (with config.json)"
         )
+
+
+def _predict_source(input: str | None, texts: list[str] | None) -> str | list[str]:
+    """What predict reads: a file, - (stdin), or the literal texts of --text (exactly one of them)."""
+    if input is not None and texts:
+        raise FtkitError(f"pass an input file or --text, not both (got {_quoted(input)} and --text)")
+    if texts:
+        if any(not text.strip() for text in texts):
+            raise FtkitError("--text: an empty text; pass the text to predict, e.g. --text \"Great movie!\"")
+        return texts
+    if input is None:
+        raise FtkitError("nothing to predict: pass an input file, - for standard input, or --text \"Great movie!\"")
+    from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES
+
+    # A sentence typed where a file name goes: no such file, and no data file's extension either.
+    if input != "-" and not os.path.lexists(input) and Path(input).suffix.lower() not in TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES:
+        raise FtkitError(f"{_quoted(input)}: no such file; to predict a literal text use --text {_quoted(input)}")
+    return input
+
+
+def _quoted(text: str) -> str:
+    """`text` as a shell argument on one line: in double quotes where that is literal, cut when long."""
+    from ftkit.bounded import cut
+
+    text = cut(text, 80)
+    if text.isprintable() and not set(text) & set('"$`\\'):
+        return f'"{text}"'
+    return shlex.quote(text) if text.isprintable() else json.dumps(text, ensure_ascii=False)
 
 
 def _check_resume_flags(output: Optional[Path], resume: bool, overwrite: bool) -> None:

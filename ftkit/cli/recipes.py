@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -48,33 +50,73 @@ def show(name: NameArg) -> None:
 @app.command("copy")
 def copy(
     name: NameArg,
-    dest: Annotated[Path, typer.Argument(help="Where to write the YAML file.", show_default=False)],
+    # A string, not a Path: Path("newdir/") drops the slash that says "a folder".
+    dest: Annotated[str, typer.Argument(help="Where to write the YAML file: a file name, or a folder (an existing one, or a new one ending in /) to write NAME.yaml in.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
 ) -> None:
     """Copy a recipe to a YAML file to edit; run it with `ftkit finetune DEST.yaml`."""
     from ftkit.recipes import get_recipe
 
     recipe = get_recipe(name)
-    if dest.is_dir():
-        dest = dest / f"{name}.yaml"
-    if dest.is_symlink():  # the copy would land wherever the link points, not where asked
-        raise FtkitError(f"{dest}: is a symbolic link; give the real file or folder to write")
-    if dest.exists() and not force:
-        raise FtkitError(f"{dest}: already exists; pass --force to overwrite it")
-    if not dest.parent.is_dir():
-        raise FtkitError(f"{dest.parent}: no such folder")
+    target, new_folder = _destination(dest, name)
+    if target.is_symlink():  # the copy would land wherever the link points, not where asked
+        raise FtkitError(f"{target}: is a symbolic link; give the real file or folder to write")
+    if target.exists() and not force:
+        raise FtkitError(f"{target}: already exists; pass --force to overwrite it")
     from ftkit.fsguard import refuse_overlap
 
-    refuse_overlap(dest, [recipe.path], "DEST")
-    # Written beside DEST and renamed: a Ctrl-C or a full disk never leaves half a recipe.
-    tmp = dest.with_name(f".{dest.name}.ftkit-tmp")
+    refuse_overlap(target, [recipe.path], "DEST")
+    if new_folder:
+        try:
+            target.parent.mkdir()
+        except OSError as err:
+            raise FtkitError(f"{target.parent}: cannot create the folder ({err.strerror or err})") from None
     try:
-        shutil.copyfile(recipe.path, tmp)
+        _copy_file(recipe.path, target)
+    except BaseException:
+        if new_folder:
+            shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    made = f"created {target.parent}/; " if new_folder else ""
+    typer.echo(f"{made}wrote {target}; run it with: ftkit finetune {shlex.quote(_runnable(target))}")
+
+
+def _destination(dest: str, name: str) -> tuple[Path, bool]:
+    """The file to write, and whether its folder must be made: a folder DEST (an existing one,
+    or any name ending in /) gets NAME.yaml inside; a missing folder is made only if its parent exists."""
+    path = Path(dest)
+    if not (path.is_dir() or dest.endswith(("/", os.sep))):
+        if not path.parent.is_dir():
+            raise FtkitError(f"{path.parent}: no such folder")
+        return path, False
+    if os.path.lexists(path) and not path.is_dir():
+        raise FtkitError(f"{dest}: is a file, not a folder; drop the trailing / to write to it")
+    if not path.is_dir() and not path.parent.is_dir():
+        raise FtkitError(f"{path.parent}: no such folder (ftkit creates {path.name}/, not the folders above it)")
+    return path / f"{name}.yaml", not path.is_dir()
+
+
+def _copy_file(source: Path, dest: Path) -> None:
+    """`source` to `dest` through a fresh file beside it, renamed over `dest`: a Ctrl-C or a full
+    disk never leaves half a recipe, and a link planted at a guessable name is never written through."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".ftkit-tmp", dir=dest.parent)
+    tmp = Path(name)
+    try:
+        os.close(fd)
+        shutil.copyfile(source, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a new file is made (mkstemp makes it private)
         os.replace(tmp, dest)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise FtkitError(f"{dest}: cannot write ({err.strerror or err})") from None
-    except KeyboardInterrupt:
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    typer.echo(f"copied {name} to {dest}; edit it, then: ftkit finetune {dest}")
+
+
+def _runnable(path: Path) -> str:
+    """`path` as `ftkit finetune` reads it as a file: a bare name without .yaml would be taken for a recipe name."""
+    text = str(path)
+    return text if text.endswith((".yaml", ".yml")) or "/" in text else f"./{text}"

@@ -6,19 +6,21 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ftkit.metrics import check_bars
 
 SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "entities")
 
 
-def print_metrics(results: dict[str, Any]) -> None:
-    """Validation/test metrics side by side (macro and per class), then the training figures."""
+def print_metrics(results: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """Validation/test metrics side by side (macro and per class), then the training figures.
+    `headers` names a split's column for what was scored (evaluate: the data file)."""
     splits = [s for s in ("validation", "test") if results.get(s)]
     table = Table(title="metrics", title_justify="left")
     table.add_column("metric")
     for split in splits:
-        table.add_column(split, justify="right")
+        table.add_column(Text((headers or {}).get(split, split)), justify="right")  # Text: a file name is not markup
     numeric = {k for s in splits for k, v in results[s].items() if isinstance(v, (int, float)) and k not in ("step", "epoch")}
     keys = [k for k in SUMMARY_KEYS if k in numeric] + sorted(numeric - set(SUMMARY_KEYS))
     for key in keys:

@@ -7,7 +7,10 @@ A family module provides:
   META_KEYS                    batch keys gathered for metrics but never given to the model
   PREFIX_SPACE                 whether byte-level BPE tokenizers need add_prefix_space
   CONVENTIONAL_COLUMNS         role -> the column name local files usually use
-  columns(config)              role -> column name of the data it reads
+  COLUMN_KINDS                 role -> what its column holds (text, labels, words, tags: ftkit.columns.KINDS)
+  LOCAL_MODEL                  what to pass as --model offline (ends the unreachable-model error)
+  GGUF                         whether --model may be a .gguf file (loaded by transformers)
+  columns(config)              Roles: role -> column name of the data it reads, carrying COLUMN_KINDS
   normalizer(config)           None, or a function rewriting each raw record before reading
   check_model(model_config, name)
   prepare(splits, config, tokenizer, names=None) -> Prepared   labels + tokenized features

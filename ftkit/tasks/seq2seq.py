@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
+from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
@@ -24,6 +25,15 @@ STRATIFY = None
 META_KEYS = ("example_id",)
 PREFIX_SPACE = False
 CONVENTIONAL_COLUMNS = {"text": "document", "target": "summary"}
+COLUMN_KINDS = {"text": "text", "target": "text"}  # the source, and the text to produce from it
+# No PyPI package ships a text encoder-decoder that we know of (Whisper, which one does, is
+# speech): offline, the folder has to be copied from a machine that reaches the Hub.
+LOCAL_MODEL = (
+    "pass a local folder: --model /path/to/model that save_pretrained wrote for an encoder-decoder text model "
+    "(T5, BART, Marian, ...; none ships on PyPI that we know of): where the Hub is reachable run "
+    "`hf download MODEL_ID --local-dir DIR`, then copy DIR here"
+)
+GGUF = False
 OUTPUT_KEYS = {"summarization": "summary_text", "translation": "translation_text", "text2text-generation": "generated_text"}
 
 
@@ -49,11 +59,11 @@ def suite(config: RunConfig) -> str:
     return "bleu" if is_translation(config) else "rouge"
 
 
-def columns(config: RunConfig) -> dict[str, str | None]:
+def columns(config: RunConfig) -> Roles:
     d = config.data
     if is_translation(config):
-        return {"text": d.source_lang, "target": d.target_lang}
-    return {"text": d.text_column, "target": d.target_column}
+        return Roles({"text": d.source_lang, "target": d.target_lang}, COLUMN_KINDS)
+    return Roles({"text": d.text_column, "target": d.target_column}, COLUMN_KINDS)
 
 
 def normalizer(config: RunConfig):

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
+from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
+from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
 from ftkit.values import as_text, cut_note, cut_texts, text_limit
 
@@ -26,6 +28,9 @@ STRATIFY = None  # carved splits are random (sentences have no single class)
 META_KEYS = ("word_index", "example_id")  # gathered for metrics, never given to the model
 PREFIX_SPACE = True  # byte-level BPE (GPT-2, RoBERTa) needs add_prefix_space for word input
 CONVENTIONAL_COLUMNS = {"text": "tokens", "label": "ner_tags"}  # CoNLL files and the Hub say so
+COLUMN_KINDS = {"text": "words", "label": "tags"}  # a list of words and a list of tags per sentence
+LOCAL_MODEL = classification.LOCAL_MODEL  # taggers are built on the same encoders
+GGUF = False
 
 
 @dataclass
@@ -41,8 +46,8 @@ def pipeline_tag(config: RunConfig) -> str:
     return "token-classification"
 
 
-def columns(config: RunConfig) -> dict[str, str | None]:
-    return {"text": config.data.text_column, "label": config.data.label_column}
+def columns(config: RunConfig) -> Roles:
+    return Roles({"text": config.data.text_column, "label": config.data.label_column}, COLUMN_KINDS)
 
 
 def check_model(model_config: Any, name: str) -> None:
