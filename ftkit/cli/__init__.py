@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         # set, Typer answers and exits (SystemExit) before any of the handling below.
         code = app(args=invoked, prog_name="ftkit", standalone_mode=False)
         if code == 130:  # Typer turned a Ctrl-C no command caught into a silent Exit(130)
-            print(INTERRUPTED, file=sys.stderr)
+            _say(INTERRUPTED)
         if isinstance(code, int) and code:  # typer.Exit(code) returns its code here
             sys.exit(code)
     except NoArgsIsHelpError as err:
@@ -81,22 +81,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except UsageError as err:
         command = err.ctx.command_path if err.ctx else "ftkit"
-        print(f"error: {_one_line(err.format_message())} (see '{command} --help')", file=sys.stderr)
+        _say(f"error: {_one_line(err.format_message())} (see '{command} --help')")
         sys.exit(2)
     except (KeyboardInterrupt, Abort):
-        print(INTERRUPTED, file=sys.stderr)
+        _say(INTERRUPTED)
         sys.exit(130)
     except FtkitError as err:
         if debug:
             raise
         # 130: stopped on request (Ctrl-C / SIGTERM), which is not an error
-        print(("" if err.exit_code == 130 else "error: ") + _one_line(err.message), file=sys.stderr)
+        _say(("" if err.exit_code == 130 else "error: ") + _one_line(err.message))
         sys.exit(err.exit_code)
     except Exception as err:  # an ftkit bug or an unexpected library failure: one line, no locals
         if debug:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        _say(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)")
         sys.exit(1)
 
 
@@ -149,6 +149,13 @@ def _completion_script(flag: str, shell: str) -> None:
     else:
         _, path = install(shell=shell, prog_name="ftkit", complete_var="_FTKIT_COMPLETE")
         typer.echo(f"{shell} completion installed in {path}; it takes effect in a new terminal")
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: processes started together (accelerate launch) share the
+    pipe, and print()'s separate newline let two processes' lines run into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _one_line(message: str) -> str:
