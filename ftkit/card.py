@@ -219,32 +219,63 @@ def reproduce_command(config: RunConfig, command: str) -> str:
     """The command that made the run, as it runs when pasted in another folder: local files by
     absolute paths, no --output-dir (a rerun into the finished run's folder is refused: not
     empty), and offline when nothing came from the Hub (no minutes of Hub look-ups)."""
-    args, out, given = shlex.split(command), [], set()
+    out, given = _rewritten(config, shlex.split(command))
+    return _offline_prefix(config) + shlex.join(out + _recipe_paths(config, given))
+
+
+def _rewritten(config: RunConfig, args: list[str]) -> tuple[list[str], set[str]]:
+    """The command's words with its local paths absolute and its output flags dropped, and the
+    path keys (PATH_KEYS) it set. Consumes `args`."""
+    out: list[str] = []
+    given: set[str] = set()
     while args:
         arg = args.pop(0)
         flag, value = _flag(arg)
         if flag in VALUE_FLAGS and value is None and args:
             value = args.pop(0)
-        key = FLAG_KEYS.get(flag) or (value.partition("=")[0].strip() if flag == "--set" and value else None)
         if flag in DROPPED_FLAGS:
             continue
+        key = _path_key(flag, value)
         if key in PATH_KEYS and _setting(config, key):
             given.add(key)
             path = _absolute(_setting(config, key))
             out += ["--set", f"{key}={path}"] if flag == "--set" else [flag, path]
-        elif value is not None:
-            out += [flag, value]
-        elif not arg.startswith("-") and (arg.endswith((".yaml", ".yml")) or "/" in arg) and Path(arg).is_file():
-            out.append(os.path.abspath(arg))  # the recipe as a file (a recipe's name runs anywhere)
         else:
-            out.append(arg)
-    for key, flag in PATH_KEYS.items():  # a recipe file's relative paths: relative to where it ran
+            out += _kept(arg, flag, value)
+    return out, given
+
+
+def _path_key(flag: str, value: str | None) -> str | None:
+    """The config key a flag sets: --train -> 'data.train'; --set data.train=x -> 'data.train'."""
+    return FLAG_KEYS.get(flag) or (value.partition("=")[0].strip() if flag == "--set" and value else None)
+
+
+def _kept(arg: str, flag: str, value: str | None) -> list[str]:
+    """The words for an argument that sets no local path: as given, but the recipe as a file by its
+    absolute path (a recipe's name runs anywhere)."""
+    if value is not None:
+        return [flag, value]
+    if not arg.startswith("-") and (arg.endswith((".yaml", ".yml")) or "/" in arg) and Path(arg).is_file():
+        return [os.path.abspath(arg)]
+    return [arg]
+
+
+def _recipe_paths(config: RunConfig, given: set[str]) -> list[str]:
+    """Flags for the local paths the command did not set: a recipe file's relative paths are
+    relative to where it ran."""
+    out = []
+    for key, flag in PATH_KEYS.items():
         value = _setting(config, key)
         if key not in given and value and _absolute(value) != value:
             out += [flag, _absolute(value)]
+    return out
+
+
+def _offline_prefix(config: RunConfig) -> str:
+    """Offline when nothing comes from the Hub: no minutes of Hub look-ups before the run starts."""
     hub_data = config.data.dataset and not config.data.train
     offline = not hub_data and Path(config.model).expanduser().exists()
-    return ("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 " if offline else "") + shlex.join(out)
+    return "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 " if offline else ""
 
 
 def _flag(arg: str) -> tuple[str, str | None]:

@@ -75,17 +75,34 @@ def shapes(records: list[dict[str, Any]]) -> dict[str, Shape]:
 def _shape(values: list[Any]) -> Shape | None:
     values = [v for v in values if v is not None]
     if values and all(isinstance(v, list) for v in values):
-        items = [x for v in values for x in v]
-        if not items:
-            return None
-        if all(type(x) is int for x in items) or all(isinstance(x, str) and _TAG.fullmatch(x) for x in items):
-            return Shape("tags", len(set(items)))
-        return Shape("words", len(set(items))) if all(isinstance(x, str) for x in items) else None
+        return _list_shape([x for v in values for x in v])
+    return _scalar_shape(values)
+
+
+def _scalar_shape(values: list[Any]) -> Shape | None:
+    """A column of single values: labels (few values, each many times) or text."""
     if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
+        return None  # mixed, nested or empty: no clear look
+    return _labels_shape(values) or _text_shape(values)  # labels first: a few phrases repeated are labels
+
+
+def _list_shape(items: list[Any]) -> Shape | None:
+    """A column of lists (its items flattened): tags (ids, or IOB-style strings) or words."""
+    if not items:
         return None
+    if all(type(x) is int for x in items) or all(isinstance(x, str) and _TAG.fullmatch(x) for x in items):
+        return Shape("tags", len(set(items)))
+    return Shape("words", len(set(items))) if all(isinstance(x, str) for x in items) else None
+
+
+def _labels_shape(values: list[str | int | float | bool]) -> Shape | None:
     distinct = len({str(v) for v in values})
     if len(values) >= 4 and 2 <= distinct <= max(2, len(values) // 4):  # few values, each many times
         return Shape("labels", distinct)
+    return None
+
+
+def _text_shape(values: list[str | int | float | bool]) -> Shape | None:
     if all(isinstance(v, str) for v in values) and sum(len(v.split()) for v in values) >= 2 * len(values):
         return Shape("text", sum(map(len, values)) / len(values))  # several words a value, on average
     return None
@@ -116,44 +133,79 @@ def missing_column(source: str, n: int | None, columns: dict[str, str | None], p
     `records` are the first rows of the source (normalized as read): what the suggestions judge
     the columns by.
     """
-    kinds = kinds_of(columns)
     wanted = {role: name for role, name in columns.items() if name}
     missing = [role for role, name in wanted.items() if name not in present]
-    taken = {name for role, name in wanted.items() if role not in missing}
     looks = shapes(records)
-    picks: dict[str, tuple[str, bool]] = {}
-    accepts = {role: (kind,) if isinstance(kind, str) else kind for role, kind in kinds.items()}
-    for role in missing:
-        if any(wanted[role] in record for record in records):
-            continue  # other rows have it: this row is the fault, not the column name
-        others = {kind for other in missing if other != role for kind in accepts.get(other, ())}
-        free = [c for c in present if c not in taken]
-        pick = _pick(wanted[role], accepts.get(role, ()), others, free, looks, alone=len(missing) == 1)
-        if pick:
-            picks[role] = pick
-            taken.add(pick[0])
+    picks = _suggestions(wanted, missing, present, records, looks, _accepts(kinds_of(columns)))
     where = f" (line/row {n})" if n else ""
     head = f"{source}: no column{'s' if len(missing) > 1 else ''} {', '.join(shown(wanted[r]) for r in missing)}{where}."
     listing = f" Columns present: {', '.join(map(str, present))}."
     if len(missing) == 1:
-        role = missing[0]
-        column, by_values = picks.get(role, (None, False))
-        if column is None:
-            return f"{head}{listing} Choose one with {flag(role)}."
-        if not by_values:
-            return f"{head} Did you mean {shown(column)}?{listing} Choose one with {flag(role)}."
-        looks_like = f"{shown(column)} looks like {KINDS[looks[column].kind]}"
-        return f"{head}{listing} For the {role.replace('_', ' ')} column, {looks_like}: pass {flag(role, column)}."
-    text = head + listing
-    fixes = [flag(role, column) for role, (column, _) in picks.items()]
-    by_values = [column for column, judged in picks.values() if judged]
-    reasons = ", ".join(f"{shown(c)} {'looks ' if i == 0 else ''}like {KINDS[looks[c].kind]}" for i, c in enumerate(by_values))
-    if fixes:
-        text += f" Pass {' '.join(fixes)}" + (f" ({reasons})." if reasons else ".")
+        return _one_missing(head, listing, missing[0], picks.get(missing[0], (None, False)), looks)
+    return _several_missing(head + listing, missing, picks, looks)
+
+
+def _accepts(kinds: dict[str, str | tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """role -> the kinds it takes, always a tuple (a family may say one kind as a plain string)."""
+    return {role: (kind,) if isinstance(kind, str) else kind for role, kind in kinds.items()}
+
+
+def _suggestions(
+    wanted: dict[str, str], missing: list[str], present: list[str], records: list[dict[str, Any]],
+    looks: dict[str, Shape], accepts: dict[str, tuple[str, ...]],
+) -> dict[str, tuple[str, bool]]:
+    """role -> (column, chosen by its values) for the missing roles that get a suggestion. Roles
+    are served in order, and a column given to one (or named by a role present) is not offered
+    to the next: one column for two roles would be refused anyway."""
+    taken = {name for role, name in wanted.items() if role not in missing}
+    picks: dict[str, tuple[str, bool]] = {}
     for role in missing:
-        if role not in picks:
-            text += f" Choose the {role.replace('_', ' ')} column with {flag(role)}."
-    return text
+        if any(wanted[role] in record for record in records):
+            continue  # other rows have it: this row is the fault, not the column name
+        free = [c for c in present if c not in taken]
+        others = _other_kinds(role, missing, accepts)
+        pick = _pick(wanted[role], accepts.get(role, ()), others, free, looks, alone=len(missing) == 1)
+        if pick:
+            picks[role] = pick
+            taken.add(pick[0])
+    return picks
+
+
+def _other_kinds(role: str, missing: list[str], accepts: dict[str, tuple[str, ...]]) -> set[str]:
+    """The kinds the other missing roles take: a name spelled like this role's, holding one of
+    these, belongs to another role."""
+    return {kind for other in missing if other != role for kind in accepts.get(other, ())}
+
+
+def _one_missing(head: str, listing: str, role: str, pick: tuple[str | None, bool], looks: dict[str, Shape]) -> str:
+    """The message for one missing role: a likely typo, a column whose values fit, or neither."""
+    column, by_values = pick
+    if column is None:
+        return f"{head}{listing} Choose one with {flag(role)}."
+    if not by_values:
+        return f"{head} Did you mean {shown(column)}?{listing} Choose one with {flag(role)}."
+    looks_like = f"{shown(column)} looks like {KINDS[looks[column].kind]}"
+    return f"{head}{listing} For the {_spoken(role)} column, {looks_like}: pass {flag(role, column)}."
+
+
+def _several_missing(text: str, missing: list[str], picks: dict[str, tuple[str, bool]], looks: dict[str, Shape]) -> str:
+    """The message for several missing roles: one 'Pass ...' with every suggestion (and why, for
+    those chosen by their values), then the roles left without one."""
+    fixes = [flag(role, column) for role, (column, _) in picks.items()]
+    if fixes:
+        text += f" Pass {' '.join(fixes)}" + _reasons([column for column, judged in picks.values() if judged], looks)
+    return text + "".join(f" Choose the {_spoken(role)} column with {flag(role)}." for role in missing if role not in picks)
+
+
+def _reasons(by_values: list[str], looks: dict[str, Shape]) -> str:
+    """' (a looks like text, b like labels).', or '.' when no column was chosen by its values."""
+    reasons = ", ".join(f"{shown(c)} {'looks ' if i == 0 else ''}like {KINDS[looks[c].kind]}" for i, c in enumerate(by_values))
+    return f" ({reasons})." if reasons else "."
+
+
+def _spoken(role: str) -> str:
+    """A role as a message says it: underscores as spaces."""
+    return role.replace("_", " ")
 
 
 def check_roles(columns: dict[str, str | None]) -> None:
@@ -166,6 +218,6 @@ def check_roles(columns: dict[str, str | None]) -> None:
             first, options = seen[name], [flag(r).removesuffix("=NAME") for r in (seen[name], role)]
             raise FtkitError(
                 f"{options[0]} and {options[1]} both name the column {shown(name)}: one column cannot be both the "
-                f"{first.replace('_', ' ')} and the {role.replace('_', ' ')}; pass another column to one of them"
+                f"{_spoken(first)} and the {_spoken(role)}; pass another column to one of them"
             )
         seen[name] = role
