@@ -20,7 +20,6 @@ name and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.models import is_model_folder, max_positions
+from ftkit.writes import replace_text, replace_whole
 
 # The first file of every run folder ({"ftkit": version, "created": UTC time}): it makes the
 # folder ftkit's, so --overwrite may clear it (ftkit.rundir).
@@ -68,25 +68,14 @@ class JsonlLog:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON under a temporary name, then rename: readers never see half a file."""
-    _write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+    replace_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def save_config(path: Path, config: RunConfig) -> None:
     import yaml
 
     header = f"# Resolved config of an ftkit run. Rerun it with: ftkit finetune {path}\n"
-    _write_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """`path` written as `path.tmp`, then renamed; a failed write (a full disk) leaves no `.tmp`."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:
@@ -115,21 +104,16 @@ def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: 
 
 
 def _write_folder(out: Path, name: str, fill: Any, readme: str) -> None:
-    """out/name written as out/name.tmp by `fill`, with README.md and the plots, then renamed."""
-    tmp, final = out / f"{name}.tmp", out / name
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    """out/name written as out/name.tmp by `fill`, with README.md and the plots, then renamed;
+    any library's write error, or Ctrl-C, leaves nothing half-written behind."""
+
+    def fill_all(tmp: Path) -> None:
         fill(tmp)
         (tmp / "README.md").write_text(readme, encoding="utf-8")
         if (out / "plots").is_dir():  # the card shows them: the folder must carry them to the Hub
             shutil.copytree(out / "plots", tmp / "plots")
-    except BaseException:  # any library's write error, or Ctrl-C: nothing half-written stays behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+
+    replace_whole(out / name, fill_all)
 
 
 def write_plots(out: Path, config: RunConfig, results: dict) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 
 MAX_YAML_BYTES = 1_000_000  # recipes and a run's config.yaml are a few KB
 MAX_YAML_NODES = 100_000  # scalars, lists and mappings; room for a data.labels list of ~99,000 names
@@ -127,7 +127,7 @@ def load_yaml_file(path: Path) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err)
         raise FtkitError(f"{path}: invalid YAML{where}: {cut(problem)}") from None
     except ValueError as err:  # a scalar YAML types but cannot build: `seed: 2024-13-45`, `!!float abc`
         raise FtkitError(f"{path}: invalid YAML: a value reads as a date or number but is not one ({cut(str(err))}); quote it") from None

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from ftkit.bounded import shown
 from ftkit.divergence import nonfinite
 from ftkit.errors import FtkitError
-from ftkit.writes import WriteFailed, short, together
+from ftkit.writes import WriteFailed, replace_text, replace_whole, short, together
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"step-(\d+)")
@@ -117,18 +117,17 @@ def _begin(root: Path, tmp: Path, final: Path, state: dict[str, Any], best_state
         shutil.rmtree(stale, ignore_errors=True)
     best_dir = root / f"best-step-{state.get('best_step')}"
     if best_state is not None and not best_dir.is_dir():
-        best_tmp = best_dir.with_name(best_dir.name + ".tmp")
-        shutil.rmtree(best_tmp, ignore_errors=True)
-        best_tmp.mkdir()
-        save_file(best_state, str(best_tmp / "model.safetensors"))
-        os.replace(best_tmp, best_dir)
+
+        def save_best(tmp: Path) -> None:
+            tmp.mkdir()
+            save_file(best_state, str(tmp / "model.safetensors"))
+
+        replace_whole(best_dir, save_best)
 
 
 def _finish(root: Path, tmp: Path, final: Path, state: dict[str, Any], keep: int) -> None:
     """Main process: trainer_state.json last (it marks the folder complete), rename, prune."""
-    tmp_state = tmp / (STATE_FILE + ".tmp")
-    tmp_state.write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp_state, tmp / STATE_FILE)
+    replace_text(tmp / STATE_FILE, json.dumps(state, indent=2, default=float) + "\n")
     os.replace(tmp, final)
     _prune(root, keep)
 
@@ -298,12 +297,9 @@ def trim_log(log: Path, state: dict[str, Any]) -> None:
         after = at > step or (at == step and record.get("type") == "eval" and not evaluated)
         if not after and record.get("split") != "test":
             kept.append(line)
-    tmp = log.with_name(log.name + ".tmp")
     try:
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, log)
+        replace_text(log, "".join(k + "\n" for k in kept))
     except OSError as err:  # a full disk: the log stays as it was, no .tmp beside it
-        tmp.unlink(missing_ok=True)
         raise FtkitError(f"{log}: cannot rewrite the run's log to resume ({short(err.strerror or str(err))}); free space, then resume again", exit_code=1) from None
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ftkit import flagtable
 from ftkit.bounded import shown
 from ftkit.errors import FtkitError
 
@@ -18,15 +19,6 @@ if TYPE_CHECKING:
     from ftkit.config import RunConfig
 
 STEPS = re.compile(r"\s*[0-9]{1,10}\s*")  # checkpoint_every as a step count: ASCII digits, a bounded number
-
-# Keys that have their own command-line flag: an error about one says which flag fixes it.
-FLAGS = {
-    "train.epochs": "--epochs", "train.max_steps": "--max-steps", "train.batch_size": "--batch-size",
-    "train.learning_rate": "--learning-rate", "train.max_length": "--max-length", "train.seed": "--seed",
-    "train.early_stopping_patience": "--early-stopping-patience", "lora.r": "--lora-r", "lora.alpha": "--lora-alpha",
-    "lora.dropout": "--lora-dropout", "data.max_train_samples": "--max-train-samples", "data.max_eval_samples": "--max-eval-samples",
-}
-
 
 def how_to_set(key: str, example: str = "N") -> str:
     """'set it with --batch-size N (or --set train.batch_size=N)': the fix, for messages."""
@@ -112,6 +104,10 @@ RANGES: dict[str, Range] = {
     "generation.temperature": Range(0.01, example="0.7"),
     "generation.top_p": Range(0, 1, open_low=True, example="0.9"),
 }
+
+# Numeric keys that have their own command-line flag (the finetune table, ftkit.flagtable): an
+# error about one says which flag fixes it.
+FLAGS = {flag.key: flag.names[0] for flag in flagtable.FLAGS if flag.key in RANGES}
 
 
 def check_flag(flag: str, key: str, value: float | None) -> None:

@@ -21,7 +21,7 @@ from ftkit.config import DataConfig
 from ftkit.datafile import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
 from ftkit.bounded import shown
 from ftkit.columns import SAMPLE_ROWS, Roles, check_roles, flag, kinds_of, missing_column
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 from ftkit.values import MIN_TEXT_CHARS
 
 # check_readable and the suffixes live in ftkit.datafile; predict and the CLI import them from here too.
@@ -353,7 +353,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, dict]]:
                 n += 1
                 yield n, row
     except (pyarrow.ArrowException, OSError) as err:  # a damaged page past the footer
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise FtkitError(f"{path}: row {n + 1}: cannot read the parquet file ({reason}); re-export it") from None
 
 
@@ -456,7 +456,7 @@ def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
     except ValueError as err:
         if "split" in str(err).lower():
             raise FtkitError(
-                f"Hub dataset '{name}' has no split '{split}': {str(err).splitlines()[0]} "
+                f"Hub dataset '{name}' has no split '{split}': {first_line(err)} "
                 "Set data.train_split / data.validation_split / data.test_split (null to carve from train)."
             ) from None
         raise _unreachable(name, err, unreachable) from None
@@ -465,7 +465,7 @@ def load_hub_dataset(name: str, config: str | None, split: str) -> Any:
 
 
 def _unreachable(name: str, err: Exception, hub_down: str | None = None) -> FtkitError:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = first_line(err)
     if hub_down:  # the probe found no Hub: say that, not the cache miss it caused
         reason = f"the Hub cannot be reached ({hub_down}) and the dataset is not in the local cache"
     return FtkitError(

@@ -29,3 +29,12 @@ def closest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     """A ' Did you mean X?' suffix for the nearest choice, or '' when nothing is close."""
     match = nearest(word, choices)
     return f" Did you mean '{match}'?" if match else ""
+
+
+def first_line(err: BaseException, empty: str | None = None) -> str:
+    """The first line of a library's error message, for a one-line report; for an error with no
+    message, `empty` (by default its type name)."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(err).__name__ if empty is None else empty

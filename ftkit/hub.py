@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 
 PROBE_TIMEOUT_S = 3.0  # connect + first byte; a Hub that answers at all answers well within this
 # When the task family is not known; each family says what fits it (ftkit.tasks: LOCAL_MODEL).
@@ -103,8 +103,7 @@ def _head(url: str) -> str | None:
     try:
         get_session().head(url, timeout=PROBE_TIMEOUT_S, follow_redirects=False)
     except httpx2.TransportError as err:  # DNS, refused, timeout, proxy, TLS: unreachable
-        text = str(err).strip()
-        return (text.splitlines()[0] if text else type(err).__name__)[:200]
+        return first_line(err)[:200]
     except Exception:  # anything else is not a verdict on the network: the real load decides
         return None
     return None

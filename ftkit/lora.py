@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.config import RunConfig
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 from ftkit.models import ADAPTER_CONFIG
 
 MODEL_CONFIG = "model_config.json"  # not config.json: transformers would take the folder for a full model
@@ -72,7 +72,7 @@ def wrap(model: Any, config: RunConfig) -> Any:
             return get_peft_model(model, peft_config)
     except (ValueError, TypeError) as err:  # e.g. target modules not found in the model
         raise FtkitError(
-            f"--lora: {str(err).splitlines()[0][:300]}. Name layers of this '{model.config.model_type}' model with "
+            f"--lora: {first_line(err)[:300]}. Name layers of this '{model.config.model_type}' model with "
             "--set lora.target_modules=[name,...] (e.g. query,value)"
         ) from None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.bounded import shown
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 
 # The JSON files transformers and PEFT read from a model folder (ftkit's LoRA runs add model_config.json).
 JSON_FILES = (
@@ -54,7 +54,7 @@ def read_json(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise FtkitError(f"{path}: cannot read it ({err.strerror or err}); check its permissions") from None
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
-        raise damaged(path, f"not valid JSON: {(str(err).splitlines() or [type(err).__name__])[0][:100]}") from None
+        raise damaged(path, f"not valid JSON: {first_line(err)[:100]}") from None
     if not isinstance(value, dict):
         raise damaged(path, f"a JSON {type(value).__name__}, not an object")
     return value
@@ -75,7 +75,7 @@ def _check_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="numpy"):
             pass
     except SafetensorError as err:
-        raise damaged(path, f"safetensors: {str(err).splitlines()[0][:120]}") from None
+        raise damaged(path, f"safetensors: {first_line(err)[:120]}") from None
     except OSError as err:
         raise FtkitError(f"{path}: cannot read it ({err.strerror or err}); check its permissions") from None
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftkit import hub
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
+from ftkit.launch import main_process
 from ftkit.model_checks import check_files, check_load_report, check_tokenizer, check_tokenizer_files, damaged, read_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -94,7 +94,7 @@ def load_pretrained(auto_class: Any, source: str, new_head: bool = False, **kwar
             raise _pickle_only(source) from None
         raise unreachable(source, err) from None
     except SafetensorError as err:  # a damaged file in the Hub cache (a local folder was checked above)
-        raise damaged(f"model '{source}' (in the Hub cache)", _first_line(err)) from None
+        raise damaged(f"model '{source}' (in the Hub cache)", first_line(err)) from None
     if note := check_load_report(model, info, _where(source), _weights_files(source), new_head):
         _note(note)
     return model
@@ -134,7 +134,7 @@ def _where(source: str) -> str:
 
 def _note(message: str) -> None:
     """A one-line note on stderr from the main process (stdout carries tables and predictions)."""
-    if int(os.environ.get("RANK", "0") or 0) == 0:
+    if main_process():
         print(f"note: {message}", file=sys.stderr)
 
 
@@ -222,7 +222,7 @@ def load_model_config(name_or_path: str) -> Any:
         if "trust_remote_code" in str(err):
             raise _needs_remote_code(name_or_path) from None
         damaged = "; the file may be incomplete or damaged: copy it again" if is_gguf(source) else ""
-        raise FtkitError(f"{name_or_path}: cannot read its config ({_first_line(err)[:200]}){damaged}") from None
+        raise FtkitError(f"{name_or_path}: cannot read its config ({first_line(err)[:200]}){damaged}") from None
 
 
 def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
@@ -264,7 +264,7 @@ def load_tokenizer(name_or_path: str, prefix_space: bool = False) -> Any:
 
 def _tokenizer_error(name: str, err: Exception) -> FtkitError:
     return FtkitError(
-        f"{name}: cannot load its tokenizer ({type(err).__name__}: {_first_line(err)[:200]}); its tokenizer "
+        f"{name}: cannot load its tokenizer ({type(err).__name__}: {first_line(err)[:200]}); its tokenizer "
         "files may be damaged: copy them again from the checkpoint the model came from"
     )
 
@@ -307,11 +307,6 @@ def unreachable(name: str, err: Exception) -> FtkitError:
     cached) when model_source asked, so this is a typo, a private or gated repo, or a file the
     cache lacks; the offline case is named too, for a network that failed since."""
     return FtkitError(
-        f"cannot load model '{name}' ({_first_line(err)[:200]}). Check the id (a private or gated model "
+        f"cannot load model '{name}' ({first_line(err)[:200]}). Check the id (a private or gated model "
         f"needs `hf auth login`); if you are offline, {hub.LOCAL_FOLDER_HINT}."
     )
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -13,13 +13,14 @@ switch, nothing global changed, so it works headless and in threads.
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftkit.metrics import lookup
+from ftkit.writes import replace_whole
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,15 +35,10 @@ def write_plots(folder: Path, log: list[dict], results: dict, primary: str, grea
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, caption, fig in figures(log, results, primary, greater_is_better):
-        tmp = folder / f".{name}.tmp"  # written, then renamed: never half a PNG under the real name
-        try:
-            fig.savefig(tmp, format="png", dpi=DPI)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        try:  # written, then renamed: never half a PNG under the real name
+            replace_whole(folder / name, functools.partial(fig.savefig, format="png", dpi=DPI), tmp=folder / f".{name}.tmp")
         finally:
             fig.clear()  # free its artists now, not at some later garbage collection
-        os.replace(tmp, folder / name)
         written.append((name, caption))
     for name in set(NAMES) - {name for name, _ in written}:  # an earlier run's plot would mislead
         (folder / name).unlink(missing_ok=True)

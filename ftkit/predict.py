@@ -282,9 +282,9 @@ def evaluation_inputs(data_path: Path, fmt: str = "auto") -> list[Path]:
 def processes() -> Any:
     """accelerate's PartialState when launched on several processes (accelerate launch /
     torchrun), else None: a plain `ftkit predict` never sets up distributed state."""
-    import os
+    from ftkit.launch import world_size
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+    if world_size() == 1:
         return None
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env

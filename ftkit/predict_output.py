@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from ftkit import fsguard
 from ftkit.errors import FtkitError
+from ftkit.writes import replace_text
 
 STATE_VERSION = 1
 STATE_MAX_BYTES = 1 << 16  # the record is a few hundred bytes: a larger file is not one of ours
@@ -224,9 +225,7 @@ class OutputFile:
         os.lseek(self._fd, 0, os.SEEK_END)
 
     def _save_state(self, points: list[dict[str, Any]]) -> None:
-        tmp = _tmp(self.state)
-        tmp.write_text(json.dumps({"version": STATE_VERSION, "producer": self.producer, "points": points}), encoding="utf-8")
-        os.replace(tmp, self.state)
+        replace_text(self.state, json.dumps({"version": STATE_VERSION, "producer": self.producer, "points": points}))
 
     def interrupted(self) -> str:
         if not self.count:

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from ftkit import artifacts, checkpoints, fsguard
 from ftkit.errors import FtkitError
+from ftkit.writes import remove, replace_whole
 
 NOT_STARTED = "interrupted before training started; nothing was saved"
 # The write probe's name ends so (today's and older ftkit's): a leftover one is ftkit's litter.
@@ -129,14 +129,6 @@ def _probe_litter(path: Path) -> bool:
     return path.name.endswith(PROBE_SUFFIX) and (path.is_symlink() or not path.is_dir())
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, a link (never what it points to) or a folder."""
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path)
-
-
 def _refuse_inputs_inside(out: Path, inputs: Iterable[tuple[str, str]]) -> None:
     """--overwrite clears OUT once the inputs are read, but the model's weights load later:
     an input inside OUT (fine-tuning OUT/model again into OUT) would be deleted first."""
@@ -220,7 +212,7 @@ class RunFolder:
         try:
             for entry in self.out.iterdir():  # an earlier run (--overwrite) and leftover probes
                 if entry.name != artifacts.MARKER and (artifacts.is_run_file(entry.name) or _probe_litter(entry)):
-                    _remove(entry)
+                    remove(entry)
             _write_marker(self.out)
         except OSError as err:
             raise FtkitError(f"{self.out}: cannot prepare the run folder ({err.strerror or err}); fix it or choose another --output-dir") from None
@@ -271,7 +263,7 @@ class RunFolder:
         with contextlib.suppress(OSError):  # best effort: the error that brought us here matters more
             for entry in self.out.iterdir():
                 if artifacts.is_run_file(entry.name) and not (entry.name == artifacts.MARKER and self.marked_before):
-                    _remove(entry)
+                    remove(entry)
             for path in reversed(self.created):  # the folders it made, if nothing else is in them now
                 path.rmdir()
         return True
@@ -301,9 +293,9 @@ def _write_marker(out: Path) -> None:
     """OUT/.ftkit-run.json, written whole under a temporary name: never through a link."""
     from ftkit import __version__
 
-    tmp = out / (artifacts.MARKER + ".tmp")
-    _remove(tmp)
-    with tmp.open("x", encoding="utf-8") as handle:
-        json.dump({"ftkit": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, handle)
-        handle.write("\n")
-    os.replace(tmp, out / artifacts.MARKER)
+    def fill(tmp: Path) -> None:
+        with tmp.open("x", encoding="utf-8") as handle:  # "x": a link planted at the name is not followed
+            json.dump({"ftkit": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, handle)
+            handle.write("\n")
+
+    replace_whole(out / artifacts.MARKER, fill)

@@ -1,13 +1,19 @@
 """Writes that fail: every library says "disk full" its own way (OSError, safetensors'
 SafetensorError, tokenizers' plain Exception, torch.save's RuntimeError). One place tells a
-failed write from a bug, and makes every process of a launched run stop on it together.
+failed write from a bug, and makes every process of a launched run stop on it together; and
+one place writes a file or folder whole (under a temporary name, then renamed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
 
 class WriteFailed(Exception):
     """A library could not write a file (disk full, I/O error); `cause` is its words, cut."""
@@ -66,3 +72,38 @@ def short(text: str, limit: int = 200) -> str:
     from ftkit.bounded import cut
 
     return cut(" ".join(text.split()), limit)
+
+
+def replace_whole(path: Path, fill: Callable[[Path], Any], tmp: Path | None = None) -> None:
+    """`fill(tmp)` writes a file or a folder under a temporary name beside `path`, which is then
+    renamed over `path`: a reader, or a kill at any moment, never sees half of it, and a failed
+    fill (a full disk, Ctrl-C) leaves no temporary behind.
+
+    `tmp` is by default `path.tmp`, cleared first (a killed run's leftover, maybe a planted link);
+    a caller's own `tmp` (a fresh mkstemp file) is used as it is.
+    """
+    if tmp is None:
+        tmp = path.with_name(path.name + ".tmp")
+        remove(tmp)
+    try:
+        fill(tmp)
+        if tmp.is_dir() and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # os.replace renames a folder only over an empty one
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the failure to report is the write's, not the cleanup's
+            remove(tmp)
+        raise
+
+
+def replace_text(path: Path, text: str) -> None:
+    """`path` holds `text` (UTF-8), written whole under a temporary name (see replace_whole)."""
+    replace_whole(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def remove(path: Path) -> None:
+    """Remove a file, a link (never what it points to) or a folder, if there."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ftkit.cli import env, finetune, inference, options, recipes, runs
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, first_line
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # the shells Typer writes completion for
 # Commands that write files catch Ctrl-C themselves and say what was saved; this is the rest.
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # an ftkit bug or an unexpected library failure: one line, no locals
         if debug:
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        _say(f"error: {type(err).__name__}: {first[:300]} (set FTKIT_DEBUG=1 for the traceback)")
+        _say(f"error: {type(err).__name__}: {first_line(err, empty='')[:300]} (set FTKIT_DEBUG=1 for the traceback)")
         sys.exit(1)
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ftkit.errors import first_line
+
 # Distribution names as pip spells them; the version comes from the installed metadata, so
 # nothing here is imported just to learn its version.
 PACKAGES = (
@@ -85,8 +87,7 @@ def _guarded(probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except Exception as err:
         if os.environ.get("FTKIT_DEBUG", "") not in ("", "0"):
             raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        return {"error": f"{type(err).__name__}: {first}"}
+        return {"error": f"{type(err).__name__}: {first_line(err, empty='')[:200]}"}
 
 
 def _system() -> dict[str, Any]:

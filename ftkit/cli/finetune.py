@@ -41,7 +41,7 @@ def reproduce(**args: Any) -> None:
     run(args, check_expect=True)
 
 
-# Both take the recipe and every flag of the table in ftkit/cli/flags.py (Typer reads the signature).
+# Both take the recipe and every flag of the table in ftkit/flagtable.py (Typer reads the signature).
 finetune.__signature__ = reproduce.__signature__ = flags.signature(  # type: ignore[attr-defined]
     inspect.Parameter("recipe", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RecipeArg)
 )

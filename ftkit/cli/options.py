@@ -3,7 +3,6 @@ help classes that make every command's --help name values with words (FILE, N), 
 
 from __future__ import annotations
 
-import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typer._click import Context, Parameter
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ftkit.cli.flags import option
+from ftkit.launch import main_process, world_size  # noqa: F401 - the commands call them as o.world_size()
 
 # The options predict and evaluate share with finetune: the same rows of the flags table.
 TextColumnOpt = option("--text-column")
@@ -101,11 +101,3 @@ def apply_policy(trust_remote_code: bool, allow_pickle: bool) -> None:
     set_policy(trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
-def world_size() -> int:
-    """Processes started together by accelerate launch / torchrun (from their environment), else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
-def main_process() -> bool:
-    """Whether this is the process that writes files and prints results (rank 0)."""
-    return int(os.environ.get("RANK", "0") or 0) == 0

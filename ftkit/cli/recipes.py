@@ -13,6 +13,7 @@ import typer
 
 from ftkit.cli import options as o
 from ftkit.errors import FtkitError
+from ftkit.writes import replace_whole
 
 app = typer.Typer(help="List, show and copy the shipped recipes.", no_args_is_help=True)
 
@@ -100,20 +101,18 @@ def _copy_file(source: Path, dest: Path) -> None:
     """`source` to `dest` through a fresh file beside it, renamed over `dest`: a Ctrl-C or a full
     disk never leaves half a recipe, and a link planted at a guessable name is never written through."""
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".ftkit-tmp", dir=dest.parent)
-    tmp = Path(name)
-    try:
+
+    def fill(tmp: Path) -> None:
         os.close(fd)
         shutil.copyfile(source, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a new file is made (mkstemp makes it private)
-        os.replace(tmp, dest)
+
+    try:
+        replace_whole(dest, fill, tmp=Path(name))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise FtkitError(f"{dest}: cannot write ({err.strerror or err})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _runnable(path: Path) -> str:
