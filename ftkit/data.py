@@ -186,6 +186,12 @@ def aligned_pair(spec: str) -> tuple[Path, Path] | None:
     return Path(source), Path(target)
 
 
+def file_names(spec: Path | str) -> str:
+    """What a data file is called in a table or progress line: its name, without the folders
+    (both names of an aligned 'src.txt:tgt.txt' pair)."""
+    return ":".join(p.name for p in aligned_pair(str(spec)) or [Path(spec)])
+
+
 def check_data(spec: Path | str, fmt: str = "auto") -> None:
     """check_readable for a --train/--validation/--test/--data value: one data file, or both
     files of an aligned 'SRC.txt:TGT.txt' pair."""

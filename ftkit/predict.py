@@ -20,7 +20,7 @@ from typing import Any
 
 from ftkit import lora
 from ftkit.config import RunConfig
-from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records, read_columns
+from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, file_names, iter_records, read_columns
 from ftkit.columns import Roles, missing_column
 from ftkit.errors import FtkitError
 from ftkit.models import ADAPTER_CONFIG, quiet_transformers
@@ -385,4 +385,4 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     model, loader = accelerator.prepare(model, loader)
     reporter = Reporter()
     reporter.main_process = accelerator.is_main_process
-    return run_evaluation(model, loader, accelerator, task, prepared, "test", reporter=reporter)
+    return run_evaluation(model, loader, accelerator, task, prepared, "test", reporter=reporter, label=file_names(data_path))

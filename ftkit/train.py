@@ -383,8 +383,10 @@ def compiled(model: Any, mode: str) -> Any:
     return torch.compile(model, mode=mode)
 
 
-def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str, reporter: Reporter | None = None) -> dict[str, Any]:
+def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str, reporter: Reporter | None = None,
+                   label: str | None = None) -> dict[str, Any]:
     """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates.
+    label: what the progress bar calls the pass (default: the split; `evaluate` names its file).
 
     Per-token outputs differ in length across processes and batches: pad them (-100, which
     every family reads as 'ignore') before gathering and before concatenating.
@@ -394,7 +396,7 @@ def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, pre
     was_training = model.training
     model.eval()
     chunks: dict[str, list] = {}
-    with torch.inference_mode(), (reporter or Reporter(quiet=True)).track(split, len(dataloader), "batches") as progress:
+    with torch.inference_mode(), (reporter or Reporter(quiet=True)).track(label or split, len(dataloader), "batches") as progress:
         for batch in dataloader:
             outputs = task.eval_outputs(model, batch)
             outputs = {k: accelerator.pad_across_processes(v, dim=1, pad_index=-100) if v.ndim > 1 else v for k, v in outputs.items()}

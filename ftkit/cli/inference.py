@@ -138,10 +138,10 @@ def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Opt
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
     if not o.main_process():  # launched on several processes: each holds the same gathered metrics
         return
-    from ftkit.data import aligned_pair
+    from ftkit.data import file_names
 
     # The column names what was scored: the file (both sides of a 'src.txt:tgt.txt' pair).
-    print_metrics({"test": result}, headers={"test": ":".join(p.name for p in aligned_pair(str(data)) or [data])})
+    print_metrics({"test": result}, headers={"test": file_names(data)})
     if output is not None:
         try:
             if is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
