@@ -348,6 +348,11 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     if accelerator.is_main_process:  # only once the result is safe: a failed or interrupted save can --resume
         checkpoints.remove(out)
     accelerator.wait_for_everyone()
+    # end_training destroys the process group. The DDP wrapper's reducer holds it too: drop the
+    # wrapper first (the closures read the same cell), or the reducer tears gloo down later, at
+    # return, where it hung now and then waiting for a process that had already exited.
+    model = forward = None
+    accelerator.free_memory()
     accelerator.end_training()
     return results
 
