@@ -27,7 +27,7 @@ from typing import Any
 from ftkit.config import RunConfig, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.models import is_model_folder, max_positions
-from ftkit.writes import replace_text, replace_whole
+from ftkit.writes import fresh_of, replace_text, replace_whole, run_tmp
 
 # The first file of every run folder ({"ftkit": version, "created": UTC time}): it makes the
 # folder ftkit's, so --overwrite may clear it (ftkit.rundir).
@@ -41,8 +41,8 @@ CONFIG_HEADER = "# Resolved config of an ftkit run"
 
 def is_run_file(name: str) -> bool:
     """Whether a top-level entry of OUT is one a run writes: a RUN_FILES name, or one of them
-    under its temporary `.tmp` name (a kill mid-write leaves it)."""
-    return name in RUN_FILES or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)
+    under a temporary name a kill mid-write leaves (`NAME.tmp`, `.NAME.<random>.ftkit-tmp`)."""
+    return name in RUN_FILES or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES) or fresh_of(name) in RUN_FILES
 
 
 class JsonlLog:
@@ -113,7 +113,7 @@ def _write_folder(out: Path, name: str, fill: Any, readme: str) -> None:
         if (out / "plots").is_dir():  # the card shows them: the folder must carry them to the Hub
             shutil.copytree(out / "plots", tmp / "plots")
 
-    replace_whole(out / name, fill_all)
+    replace_whole(out / name, fill_all, tmp=run_tmp(out / name))
 
 
 def write_plots(out: Path, config: RunConfig, results: dict) -> list[tuple[str, str]]:

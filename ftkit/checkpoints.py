@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from ftkit.bounded import shown
 from ftkit.divergence import nonfinite
 from ftkit.errors import FtkitError
-from ftkit.writes import WriteFailed, replace_text, replace_whole, short, together
+from ftkit.writes import WriteFailed, replace_text, replace_whole, run_tmp, short, together
 
 STATE_FILE = "trainer_state.json"
 _STEP = re.compile(r"step-(\d+)")
@@ -122,7 +122,7 @@ def _begin(root: Path, tmp: Path, final: Path, state: dict[str, Any], best_state
             tmp.mkdir()
             save_file(best_state, str(tmp / "model.safetensors"))
 
-        replace_whole(best_dir, save_best)
+        replace_whole(best_dir, save_best, tmp=run_tmp(best_dir))
 
 
 def _finish(root: Path, tmp: Path, final: Path, state: dict[str, Any], keep: int) -> None:

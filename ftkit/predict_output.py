@@ -131,8 +131,6 @@ class OutputFile:
         try:
             if self._fd is not None:
                 os.close(self._fd)
-            with contextlib.suppress(OSError):
-                _tmp(self.state).unlink(missing_ok=True)
             if exc_type is not None and self.created and not self.count:  # nothing of value: leave no trace
                 for path in (self.state, self.path):
                     with contextlib.suppress(OSError):
@@ -256,10 +254,6 @@ def _create(path: Path) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
 
 
 def _read_state(path: Path) -> dict[str, Any] | None:

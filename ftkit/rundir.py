@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ftkit import artifacts, checkpoints, fsguard
 from ftkit.errors import FtkitError
-from ftkit.writes import remove, replace_whole
+from ftkit.writes import remove, replace_whole, run_tmp
 
 NOT_STARTED = "interrupted before training started; nothing was saved"
 # The write probe's name ends so (today's and older ftkit's): a leftover one is ftkit's litter.
@@ -298,4 +298,4 @@ def _write_marker(out: Path) -> None:
             json.dump({"ftkit": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, handle)
             handle.write("\n")
 
-    replace_whole(out / artifacts.MARKER, fill)
+    replace_whole(out / artifacts.MARKER, fill, tmp=run_tmp(out / artifacts.MARKER))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,13 @@ def replace_whole(path: Path, fill: Callable[[Path], Any], tmp: Path | None = No
     renamed over `path`: a reader, or a kill at any moment, never sees half of it, and a failed
     fill (a full disk, Ctrl-C) leaves no temporary behind.
 
-    `tmp` is by default `path.tmp`, cleared first (a killed run's leftover, maybe a planted link);
-    a caller's own `tmp` (a fresh mkstemp file) is used as it is.
+    `tmp` None: `path` is a file, and `fill` overwrites a fresh empty one that mkstemp made
+    beside it (`fresh_file`): a name nobody else holds, so no file of the user's is ever cleared
+    and no planted link is written through. A folder's caller passes its own `tmp`
+    (`run_tmp` inside a folder ftkit owns).
     """
     if tmp is None:
-        tmp = path.with_name(path.name + ".tmp")
-        remove(tmp)
+        tmp = fresh_file(path)
     try:
         fill(tmp)
         if tmp.is_dir() and path.is_dir() and not path.is_symlink():
@@ -97,8 +99,41 @@ def replace_whole(path: Path, fill: Callable[[Path], Any], tmp: Path | None = No
 
 
 def replace_text(path: Path, text: str) -> None:
-    """`path` holds `text` (UTF-8), written whole under a temporary name (see replace_whole)."""
+    """`path` holds `text` (UTF-8), written whole under a fresh temporary name (see replace_whole)."""
     replace_whole(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+# What fresh_file's names end with: a kill mid-write leaves `.NAME.<random>.ftkit-tmp`, which
+# ftkit recognises as its own (artifacts.is_run_file) and nobody else's file is called.
+FRESH_SUFFIX = ".ftkit-tmp"
+
+
+def fresh_file(path: Path) -> Path:
+    """A new empty file beside `path` (`.NAME.<random>.ftkit-tmp`), readable as a new file is
+    made under the umask (mkstemp makes it private): the temporary of a whole-file write."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=FRESH_SUFFIX, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def fresh_of(name: str) -> str | None:
+    """The NAME a fresh_file leftover `.NAME.<random>.ftkit-tmp` was written for, else None."""
+    if not (name.startswith(".") and name.endswith(FRESH_SUFFIX)):
+        return None
+    stem = name[1 : -len(FRESH_SUFFIX)]
+    return stem.rsplit(".", 1)[0] if "." in stem else None
+
+
+def run_tmp(path: Path) -> Path:
+    """`path.tmp`, cleared: the temporary name of a folder written whole inside a folder ftkit
+    owns (the run folder, checkpoints/), where a kill's leftover under that name is ftkit's own
+    (--overwrite knows it: artifacts.is_run_file). Never for a user's folder: it clears the name."""
+    tmp = path.with_name(path.name + ".tmp")
+    remove(tmp)
+    return tmp
 
 
 def remove(path: Path) -> None:

@@ -45,7 +45,7 @@ def test_output_folder_contract(runs, arch):
     model = run / "model"
     for name in ("config.json", "model.safetensors", "tokenizer_config.json", "README.md"):
         assert (model / name).is_file(), name
-    assert not list(run.glob("*.tmp")) and not (run / "model.tmp").exists()
+    assert not [*run.glob("*.tmp"), *run.glob("*.ftkit-tmp")] and not (run / "model.tmp").exists()
     config = json.loads((model / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}  # names, never LABEL_0
     assert config["label2id"] == {"negative": 0, "positive": 1}

@@ -42,8 +42,13 @@ def one_line(err: str) -> str:
 
 
 def leftovers(out: Path) -> list[str]:
-    """Half-written files: any `*.tmp` under the run folder."""
-    return [str(p.relative_to(out)) for p in out.rglob("*.tmp")] if out.exists() else []
+    """Half-written files: any `*.tmp` (a folder's temporary) or `*.ftkit-tmp` (a file's) under the run folder."""
+    return [str(p.relative_to(out)) for pattern in ("*.tmp", "*.ftkit-tmp") for p in out.rglob(pattern)] if out.exists() else []
+
+
+def temporary_of(path: Path, name: str) -> bool:
+    """Whether `path` is the temporary a whole-file write of `name` fills (writes.fresh_file)."""
+    return path.name.startswith(f".{name}.") and path.name.endswith(".ftkit-tmp")
 
 
 def assert_no_result(out: Path) -> None:
@@ -256,7 +261,7 @@ def test_each_library_write_error_while_checkpointing(cli, tiny_models, sentimen
         original = Path.write_text
 
         def write_text(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-            if self.name == "trainer_state.json.tmp":
+            if temporary_of(self, "trainer_state.json"):
                 original(self, "{")
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             return original(self, *args, **kwargs)
@@ -298,7 +303,7 @@ def test_each_library_write_error_while_saving_the_result(cli, tiny_models, sent
         original = Path.write_text
 
         def write_text(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-            if self.name == f"{patch}.tmp" and list(out.glob("plots/*.png")):  # the final save, not the run's start
+            if temporary_of(self, patch) and list(out.glob("plots/*.png")):  # the final save, not the run's start
                 original(self, "{")
                 raise OSError(errno.ENOSPC, ENOSPC)
             return original(self, *args, **kwargs)

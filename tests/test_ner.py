@@ -211,9 +211,10 @@ def test_word_level_metrics_equal_seqeval():
     import torch.nn.functional as F
     from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-    from ftkit.tasks.tokens import Prepared, compute_metrics
+    from ftkit.tasks.family import Prepared
+    from ftkit.tasks.tokens import Gold, compute_metrics
 
-    prepared = Prepared(features={}, names=NAMES, gold={"test": GOLD})
+    prepared = Prepared(features={}, names=NAMES, extra=Gold({"test": GOLD}))
     tensors = gathered(WINDOWS, GOLD)
     result = compute_metrics(tensors, prepared, "test")
 
@@ -272,14 +273,15 @@ def test_strict_mode_equals_seqeval_strict_iob2():
 
 def test_compute_metrics_honours_the_mode():
     from ftkit import metrics
-    from ftkit.tasks.tokens import Prepared, compute_metrics
+    from ftkit.tasks.family import Prepared
+    from ftkit.tasks.tokens import Gold, compute_metrics
 
     names = NAMES + ["B-ORG", "I-ORG"]
     windows = [(example, [None, *[(w, tag, 0.9) for w, tag in enumerate(tags)], None]) for example, tags in enumerate(MODE_PRED)]
     tensors = gathered(windows, MODE_GOLD, names)
     scores = {}
     for mode in ("default", "strict"):
-        result = compute_metrics(tensors, Prepared(features={}, names=names, gold={"test": MODE_GOLD}, mode=mode), "test")
+        result = compute_metrics(tensors, Prepared(features={}, names=names, extra=Gold({"test": MODE_GOLD}, mode)), "test")
         assert result["f1"] == pytest.approx(metrics.entities(MODE_GOLD, MODE_PRED, mode)["f1"])
         scores[mode] = result["f1"]
     assert scores == {"default": pytest.approx(6 / 7), "strict": pytest.approx(0.8)}
@@ -304,7 +306,7 @@ def test_output_folder_contract(ner_runs, ner_files, arch):
     model = run / "model"
     for name in ("config.json", "model.safetensors", "tokenizer_config.json", "README.md"):
         assert (model / name).is_file(), name
-    assert not list(run.glob("*.tmp")) and not (run / "model.tmp").exists()
+    assert not [*run.glob("*.tmp"), *run.glob("*.ftkit-tmp")] and not (run / "model.tmp").exists()
     config = json.loads((model / "config.json").read_text())
     labels = recipe_labels()  # the fixture's types are all in the recipe's list: its order is kept
     assert config["id2label"] == {str(i): name for i, name in enumerate(labels)}

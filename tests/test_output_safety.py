@@ -262,6 +262,26 @@ def test_evaluate_onto_an_existing_file_needs_overwrite(cli, run, tmp_path, monk
     assert json.loads(output.read_text())["samples"] == 2
 
 
+
+def test_evaluate_output_leaves_the_users_files_beside_it_alone(cli, run, tmp_path):
+    """The report is written whole under a fresh name: a file or folder of the user's that is
+    called like a temporary (report.json.tmp) is neither read, cleared nor replaced."""
+    data = write_jsonl(tmp_path / "holdout.jsonl", [{"text": "a great film", "label": "positive"}, {"text": "dull", "label": "negative"}])
+    output = tmp_path / "report.json"
+    (tmp_path / "report.json.tmp").write_text("my notes\n")
+    (tmp_path / "report.json.tmp.d").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = cli("evaluate", run, "--data", data, "--output", output)
+    assert code == 0, err
+    assert json.loads(output.read_text())["samples"] == 2
+    assert (tmp_path / "report.json.tmp").read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "report.json"])  # no temporary left
+    mode = output.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask  # as any new file: not mkstemp's private 0600
+
+
 # ---------------------------------------------------------------------------- --resume checks what it keeps
 
 

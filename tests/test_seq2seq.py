@@ -224,7 +224,7 @@ def test_prepare_tokenizes_targets_and_skips_empty_rows(tiny_models):
     split = Split({"text": ["the film was great", "a plot", " "], "target": ["great film", "", "the cast"]}, [1, 2, 3], "f.jsonl")
     prepared = seq2seq.prepare({"test": split}, config, tokenizer)
     assert prepared.notes == ["f.jsonl: skipped 2 row(s) with an empty source or target"]
-    assert prepared.references == {"test": ["great film"]}
+    assert prepared.extra.texts == {"test": ["great film"]}
     row = prepared.features["test"][0]
     assert row["input_ids"] == tokenizer("summarize: the film was great")["input_ids"]
     assert row["labels"] == tokenizer(text_target="great film")["input_ids"]

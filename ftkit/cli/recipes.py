@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -100,17 +99,8 @@ def _destination(dest: str, name: str) -> tuple[Path, bool]:
 def _copy_file(source: Path, dest: Path) -> None:
     """`source` to `dest` through a fresh file beside it, renamed over `dest`: a Ctrl-C or a full
     disk never leaves half a recipe, and a link planted at a guessable name is never written through."""
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".ftkit-tmp", dir=dest.parent)
-
-    def fill(tmp: Path) -> None:
-        os.close(fd)
-        shutil.copyfile(source, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a new file is made (mkstemp makes it private)
-
     try:
-        replace_whole(dest, fill, tmp=Path(name))
+        replace_whole(dest, lambda tmp: shutil.copyfile(source, tmp))
     except OSError as err:
         raise FtkitError(f"{dest}: cannot write ({err.strerror or err})") from None
 

