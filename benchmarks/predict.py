@@ -147,13 +147,14 @@ def ftkit_worker(args: argparse.Namespace) -> None:
     import torch  # noqa: F401  (imported before the clock starts, as in the pipeline worker)
     import transformers  # noqa: F401
 
+    import ftkit.inference
     import ftkit.predict as fp
-    from ftkit.artifacts import resolve_model_dir
+    from ftkit.runfiles import resolve_model_dir
 
     started = time.perf_counter()
     model_dir, run_config = resolve_model_dir(args.model)
-    loaded = fp.load_for_inference(model_dir, run_config)
-    fp.load_for_inference = lambda *_: loaded  # predict() below reuses this model instead of loading it again
+    loaded = ftkit.inference.load_for_inference(model_dir, run_config)
+    ftkit.inference.load_for_inference = lambda *_: loaded  # predict() below reuses this model instead of loading it again
     warm = args.out / "warm-up.jsonl"
     warm.write_text("".join(line + "\n" for line in args.input.read_text(encoding="utf-8").splitlines()[: args.batch_size]), encoding="utf-8")
     options = lambda: fp.PredictOptions(batch_size=args.batch_size)  # noqa: E731  (predict() fills in some fields)

@@ -132,7 +132,7 @@ def ftkit_command(args: argparse.Namespace, checkpoint: Path, out: Path) -> list
     for key, value in (("data.max_train_samples", args.max_train_samples), ("data.max_eval_samples", args.max_eval_samples)):
         if value:
             cmd += ["--set", f"{key}={value}"]
-    from ftkit.config import all_keys
+    from ftkit.config_load import all_keys
 
     if "train.checkpoint_every" in all_keys():  # the baselines save nothing either (save_strategy="no")
         cmd += ["--set", "train.checkpoint_every=null"]

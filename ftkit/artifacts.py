@@ -14,7 +14,8 @@
       tensorboard/    with --report-to tensorboard: the event files
 
 `model/`, `adapter/` and `metrics.json` appear only complete: each is written under a temporary
-name and renamed into place.
+name and renamed into place. Reading a run folder back (which entries are a run's, its model
+folder) is ftkit.runfiles.
 """
 
 from __future__ import annotations
@@ -24,25 +25,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ftkit.config import RunConfig, from_dict, load_yaml_file
+from ftkit.config import RunConfig
 from ftkit.errors import FtkitError
-from ftkit.models import is_model_folder, max_positions
-from ftkit.writes import fresh_of, replace_text, replace_whole, run_tmp
-
-# The first file of every run folder ({"ftkit": version, "created": UTC time}): it makes the
-# folder ftkit's, so --overwrite may clear it (ftkit.rundir).
-MARKER = ".ftkit-run.json"
-# Everything a run writes at the top of OUT; --overwrite removes these (and their `.tmp`
-# partials) and nothing else.
-RUN_FILES = (MARKER, "model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
-# How save_config's config.yaml opens: tells a run written before the marker existed.
-CONFIG_HEADER = "# Resolved config of an ftkit run"
-
-
-def is_run_file(name: str) -> bool:
-    """Whether a top-level entry of OUT is one a run writes: a RUN_FILES name, or one of them
-    under a temporary name a kill mid-write leaves (`NAME.tmp`, `.NAME.<random>.ftkit-tmp`)."""
-    return name in RUN_FILES or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES) or fresh_of(name) in RUN_FILES
+from ftkit.models import max_positions
+from ftkit.runfiles import CONFIG_HEADER
+from ftkit.writes import replace_text, replace_whole, run_tmp
 
 
 class JsonlLog:
@@ -74,7 +61,7 @@ def write_json(path: Path, data: Any) -> None:
 def save_config(path: Path, config: RunConfig) -> None:
     import yaml
 
-    header = f"# Resolved config of an ftkit run. Rerun it with: ftkit finetune {path}\n"
+    header = f"{CONFIG_HEADER}. Rerun it with: ftkit finetune {path}\n"  # CONFIG_HEADER: how rundir tells a run's config
     replace_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
 
 
@@ -123,33 +110,15 @@ def write_plots(out: Path, config: RunConfig, results: dict) -> list[tuple[str, 
 
     from ftkit import plots
     from ftkit.runs import read_log
+    from ftkit.tasks import get_task
 
     try:
         log = read_log(out / "log.jsonl")
-        return plots.write_plots(out / "plots", log, results, config.metrics.primary, config.metrics.greater_is_better)
+        m = config.metrics
+        return plots.write_plots(out / "plots", log, results, m.primary, m.greater_is_better, get_task(config.task))
     except OSError:
         raise
     except Exception as err:  # a bug in plotting: the run's real results still get saved
         print(f"warning: plots not written ({type(err).__name__}: {err})", file=sys.stderr)
         return []
 
-
-def resolve_model_dir(path: Path) -> tuple[Path, RunConfig | None]:
-    """A run folder (OUT/) or a model folder -> (model folder, the run's config if any)."""
-    if not path.exists():
-        raise FtkitError(f"{path}: no such folder")
-    inner = path / "model" if (path / "model" / "config.json").is_file() else path / "adapter"
-    if is_model_folder(inner):
-        config_file = path / "config.yaml"
-        config = from_dict(load_yaml_file(config_file), str(config_file)) if config_file.is_file() else None
-        return inner, config
-    if is_model_folder(path):
-        parent_config = path.parent / "config.yaml"
-        config = None
-        if path.name in ("model", "adapter") and parent_config.is_file():
-            config = from_dict(load_yaml_file(parent_config), str(parent_config))
-        return path, config
-    raise FtkitError(
-        f"{path}: not an ftkit run folder (no model/config.json or adapter/) nor a model folder (no config.json). "
-        "Pass the --output-dir of a finished `ftkit finetune`, or a folder written by save_pretrained."
-    )

@@ -14,18 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.config import RunConfig
+from ftkit.tasks import get_task
 
-# pipeline task -> (example input, extra pipeline() arguments)
-USAGE = {
-    "text-classification": ("A gripping, beautifully shot film.", ""),
-    "token-classification": ("Angela Merkel met Emmanuel Macron in Paris.", ', aggregation_strategy="first"'),
-}
-# Hub metric ids per task family (huggingface.co/metrics); the table below lists every value
-HUB_METRICS = {
-    "sequence-classification": ["accuracy", "f1", "precision", "recall"],
-    "token-classification": ["seqeval", "f1", "precision", "recall"],
-    "causal-lm": ["perplexity"],
-}
 NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len")  # not scores for model-index
 # The local paths a run reads (config key -> flag), the flags that set them, and the flags a
 # reproduce command drops: its own run folder is new (runs/<recipe>-<time>)
@@ -33,10 +23,6 @@ PATH_KEYS = {"model": "--model", "data.train": "--train", "data.validation": "--
 FLAG_KEYS = {"-m": "model", **{flag: key for key, flag in PATH_KEYS.items()}}
 DROPPED_FLAGS = ("--output-dir", "-o", "--overwrite")
 VALUE_FLAGS = (*FLAG_KEYS, "--output-dir", "-o", "--set")
-AUTO_CLASSES = {
-    "sequence-classification": "AutoModelForSequenceClassification", "token-classification": "AutoModelForTokenClassification",
-    "seq2seq": "AutoModelForSeq2SeqLM", "causal-lm": "AutoModelForCausalLM",
-}
 
 
 def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, plots: list[tuple[str, str]], adapter: bool = False) -> str:
@@ -48,7 +34,7 @@ def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, pl
         f"# {config.name}: {base_name(config.model)} fine-tuned with ftkit" + (" (LoRA adapter)" if adapter else ""), "",
         config.description, "",
         "## Intended use", "", *intended_use(config, scores, section, adapter), "",
-        "## Training data", "", f"- {_data_line(config)}", f"- {_columns_line(config)}", "",
+        "## Training data", "", f"- {_data_line(config)}", f"- {get_task(config.task).data_columns(config)}", "",
         f"## Metrics ({section})", "", *metrics_table(scores), "",
     ]
     if plots:
@@ -82,18 +68,12 @@ def metadata_yaml(config: RunConfig, scores: dict, section: str, pipeline_tag: s
     ]
     card = ModelCardData(
         library_name="peft" if adapter else "transformers", pipeline_tag=pipeline_tag, base_model=hub_base,
-        datasets=[dataset] if dataset else None, metrics=_hub_metrics(config) or None,
+        datasets=[dataset] if dataset else None, metrics=get_task(config.task).hub_metrics(config) or None,
         license="other",  # placeholder: set the license that the base model and the data allow
         tags=["ftkit", config.name, config.task] + (["lora"] if config.lora.enabled else []),
         model_name=f"{config.name}-{base_name(config.model)}", eval_results=results or None,
     )
     return card.to_yaml()
-
-
-def _hub_metrics(config: RunConfig) -> list[str]:
-    if config.task == "seq2seq":
-        return ["bleu", "chrf"] if config.data.source_lang or config.metrics.primary in ("bleu", "chrf") else ["rouge"]
-    return HUB_METRICS.get(config.task, [])
 
 
 def _scores(scores: dict, primary: str) -> list[tuple[str, float]]:
@@ -109,13 +89,8 @@ def _scores(scores: dict, primary: str) -> list[tuple[str, float]]:
 
 def intended_use(config: RunConfig, scores: dict, section: str, adapter: bool) -> list[str]:
     """What the model does, for which data, and what was not checked."""
-    names = list(scores.get("per_class") or scores.get("per_type") or [])
-    does = {
-        "sequence-classification": f"Classifies a text into one of: {', '.join(names)}." if names else "Classifies a text.",
-        "token-classification": f"Tags the entities in a text (types: {', '.join(names)})." if names else "Tags the entities in a text.",
-        "seq2seq": "Translates a text." if config.data.source_lang else "Writes a short text (e.g. a summary or headline) from a longer one.",
-        "causal-lm": "Continues a text in the style of its training data.",
-    }[config.task]
+    names = list(scores.get("per_class") or scores.get("per_type") or [])  # the classes or entity types scored
+    does = get_task(config.task).describe(config, names)
     lines = [
         f"{does} It learned from the data below and was scored on its {section} split only: expect these "
         "numbers on text like that data, and measure it on yours before relying on it "
@@ -163,23 +138,29 @@ def training_lines(config: RunConfig, train: dict) -> list[str]:
 
 
 def usage(config: RunConfig, pipeline_tag: str) -> list[str]:
-    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
-    if pipeline_tag in ("summarization", "translation"):  # transformers 5 removed these pipelines
+    """The saved model at work: through pipeline(), or its Auto class and generate() where the
+    family says so (transformers 5 has no pipeline for it)."""
+    task = get_task(config.task)
+    use = task.usage(config)
+    if use.generate:
         return [
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer", "",
+            f"from transformers import {task.AUTO_MODEL}, AutoTokenizer", "",
             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
-            'model = AutoModelForSeq2SeqLM.from_pretrained("path/to/this/folder")  # decodes with its generation_config',
-            f"inputs = tokenizer({config.data.prefix + example!r}, return_tensors=\"pt\")",
-            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
+            f'model = {task.AUTO_MODEL}.from_pretrained("path/to/this/folder")  # decodes with its generation_config',
+            *_generate_lines(use.example),
         ]
-    return ["from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{extra})', f"print(model({example!r}))"]
+    return [
+        "from transformers import pipeline", "",
+        f'model = pipeline("{pipeline_tag}", model="path/to/this/folder"{use.pipeline_args})', f"print(model({use.example!r}))",
+    ]
 
 
 def adapter_usage(config: RunConfig, pipeline_tag: str) -> list[str]:
     """Base model (with this run's labels) + adapter, merged, then used like any model."""
     from ftkit.lora import MODEL_CONFIG
 
-    auto = AUTO_CLASSES[config.task]
+    task = get_task(config.task)
+    auto = task.AUTO_MODEL
     lines = [
         "import json", "", "from peft import PeftModel",
         f"from transformers import AutoConfig, AutoTokenizer, {auto}", "",
@@ -189,13 +170,18 @@ def adapter_usage(config: RunConfig, pipeline_tag: str) -> list[str]:
         f"model = PeftModel.from_pretrained({auto}.from_pretrained(base, config=config), folder).merge_and_unload()",
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
     ]
-    example, extra = USAGE.get(pipeline_tag, ("Some text.", ""))
-    if pipeline_tag in ("summarization", "translation"):
-        return lines + [
-            f"inputs = tokenizer({config.data.prefix + example!r}, return_tensors=\"pt\")",
-            "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
-        ]
-    return lines + ["", "from transformers import pipeline", "", f'print(pipeline("{pipeline_tag}", model=model, tokenizer=tokenizer{extra})({example!r}))']
+    use = task.usage(config)
+    if use.generate:
+        return lines + _generate_lines(use.example)
+    return lines + ["", "from transformers import pipeline", "", f'print(pipeline("{pipeline_tag}", model=model, tokenizer=tokenizer{use.pipeline_args})({use.example!r}))']
+
+
+def _generate_lines(example: str) -> list[str]:
+    """`tokenizer` and `model` at work on `example` through generate()."""
+    return [
+        f"inputs = tokenizer({example!r}, return_tensors=\"pt\")",
+        "print(tokenizer.decode(model.generate(**inputs)[0], skip_special_tokens=True))",
+    ]
 
 
 def versions() -> list[tuple[str, str]]:
@@ -306,15 +292,3 @@ def _data_line(config: RunConfig) -> str:
     d = config.data
     files = ", ".join(f"{s}: {Path(getattr(d, s)).name}" for s in ("train", "validation", "test") if getattr(d, s))
     return files or f"{d.dataset}" + (f" ({d.dataset_config})" if d.dataset_config else "")
-
-
-def _columns_line(config: RunConfig) -> str:
-    """Which columns the run read, in the terms of its task family."""
-    d = config.data
-    if config.task == "seq2seq":
-        if d.source_lang and d.target_lang:
-            return f"translation {d.source_lang} -> {d.target_lang}" + (f", prefix `{d.prefix}`" if d.prefix else "")
-        return f"source column `{d.text_column}`, target column `{d.target_column}`" + (f", prefix `{d.prefix}`" if d.prefix else "")
-    if config.task == "causal-lm":
-        return f"text column `{d.text_column}`, blocks of {config.train.max_length} tokens"
-    return f"text column `{d.text_column}`, label column `{d.label_column}`"

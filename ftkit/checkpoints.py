@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -69,6 +69,35 @@ def find(path: Path) -> Path:
     return found
 
 
+@dataclass
+class TrainState:
+    """How far a run has got: everything a checkpoint holds besides accelerate's own state
+    (weights, optimizer, scheduler, RNG). trainer_state.json holds these fields, in this order."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # the epoch under way
+    batches: int = 0  # batches of that epoch this process has seen: a resume skips them
+    last_eval: int = -1  # the step of the latest validation
+    best_step: int | None = None  # the best validation so far: its step, primary metric, metrics
+    best_value: float | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    samples: int = 0  # training examples seen, every process together
+    train_time: float = 0.0  # seconds in the loop, evaluations included
+    eval_time: float = 0.0
+    loss_sum: float = 0.0  # losses summed since the last logging step (mean over processes), and how many
+    loss_count: int = 0
+    loss_total: float = 0.0  # every logged loss, for the run's mean loss in metrics.json
+    loss_total_count: int = 0
+    stale_evals: int = 0  # early stopping: evaluations since the metric last improved
+    stopped_early: bool = False
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> "TrainState":
+        """A checked trainer_state.json; 'processes' (checked, not state) and unknown keys are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+
 def read_state(path: Path) -> dict[str, Any]:
     file = path / STATE_FILE
     try:
@@ -80,18 +109,18 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | None, keep: int) -> Path:
-    """Write checkpoints/step-{state['step']} (every process joins: each saves its RNG state).
+def save(accelerator: Any, out: Path, state: TrainState, best_state: dict | None, keep: int) -> Path:
+    """Write checkpoints/step-{state.step} (every process joins: each saves its RNG state).
 
     A failed write (disk full, a lost mount) in any process stops every process with one line;
     the `.tmp` folders go, and the earlier checkpoints still stand.
     """
     root = folder(out)
-    step, main = state["step"], accelerator.is_main_process
+    step, main = state.step, accelerator.is_main_process
     tmp, final = root / f"step-{step}.tmp", root / f"step-{step}"
-    saved = {**state, "processes": accelerator.num_processes}  # a resume on another count is refused
+    saved = {**asdict(state), "processes": accelerator.num_processes}  # a resume on another count is refused
     try:
-        together(accelerator, (lambda: _begin(root, tmp, final, state, best_state)) if main else None)
+        together(accelerator, (lambda: _begin(root, tmp, final, state.best_step, best_state)) if main else None)
         together(accelerator, lambda: accelerator.save_state(str(tmp)))
         together(accelerator, (lambda: _finish(root, tmp, final, saved, keep)) if main else None)
     except BaseException as err:  # a Ctrl-C mid-save too: no half-written folder stays behind
@@ -108,14 +137,14 @@ def save(accelerator: Any, out: Path, state: dict[str, Any], best_state: dict | 
     return final
 
 
-def _begin(root: Path, tmp: Path, final: Path, state: dict[str, Any], best_state: dict | None) -> None:
+def _begin(root: Path, tmp: Path, final: Path, best_step: int | None, best_state: dict | None) -> None:
     """Main process: clear a kill's leftovers, then write the best weights if they are new."""
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
     for stale in (tmp, final):  # a kill's leftovers, or a rerun of the same step
         shutil.rmtree(stale, ignore_errors=True)
-    best_dir = root / f"best-step-{state.get('best_step')}"
+    best_dir = root / f"best-step-{best_step}"
     if best_state is not None and not best_dir.is_dir():
 
         def save_best(tmp: Path) -> None:
@@ -155,7 +184,7 @@ class Plan:
     exact_schedule: bool = True  # fp16: the scheduler skips steps whose gradients overflowed
 
 
-def restore(accelerator: Any, model: Any, scheduler: Any, path: Path, plan: Plan) -> tuple[dict[str, Any], dict | None]:
+def restore(accelerator: Any, model: Any, scheduler: Any, path: Path, plan: Plan) -> tuple[TrainState, dict | None]:
     """Load checkpoint `path` for --resume: (its trainer state, the best weights so far).
 
     Its state is checked against `plan` and against the scheduler state beside it; a damaged
@@ -170,7 +199,7 @@ def restore(accelerator: Any, model: Any, scheduler: Any, path: Path, plan: Plan
     expected = state["step"] * plan.processes  # a prepared scheduler steps once per process
     if isinstance(done, int) and done != expected and (plan.exact_schedule or not 0 <= done <= expected):
         _refuse(path, "step", f"is {state['step']}, but the scheduler state beside it has taken {done} steps ({expected} expected)")
-    return state, load_best(path, state, accelerator.unwrap_model(model).state_dict().keys())
+    return TrainState.from_saved(state), load_best(path, state, accelerator.unwrap_model(model).state_dict().keys())
 
 
 def check_state(path: Path, state: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -197,12 +226,12 @@ def check_state(path: Path, state: dict[str, Any], plan: Plan) -> dict[str, Any]
     if step != expected:
         _refuse(path, "step", f"is {step}, but epoch {state['epoch']} and batches {state['batches']} mean step {expected}")
     integer("last_eval", -1, step, f"(the checkpoint's step is {step})")
-    for field in ("samples", "loss_count", "loss_total_count", "stale_evals"):
-        integer(field, 0)
-    for field in ("loss_sum", "loss_total", "train_time", "eval_time"):
-        value = state.get(field, 0.0)
-        if not _real(value) or (field.endswith("_time") and value < 0):
-            _refuse(path, field, f"should be a finite number{' >= 0' if field.endswith('_time') else ''}, not {shown(value)}")
+    for key in ("samples", "loss_count", "loss_total_count", "stale_evals"):
+        integer(key, 0)
+    for key in ("loss_sum", "loss_total", "train_time", "eval_time"):
+        value = state.get(key, 0.0)
+        if not _real(value) or (key.endswith("_time") and value < 0):
+            _refuse(path, key, f"should be a finite number{' >= 0' if key.endswith('_time') else ''}, not {shown(value)}")
     if (state.get("best_step") is None) != (state.get("best_value") is None):
         _refuse(path, "best_step", "and best_value must both be set or both null")
     if state.get("best_step") is not None:
@@ -278,7 +307,7 @@ def remove(out: Path) -> None:
     shutil.rmtree(folder(out), ignore_errors=True)
 
 
-def trim_log(log: Path, state: dict[str, Any]) -> None:
+def trim_log(log: Path, state: TrainState) -> None:
     """Drop log records written after the checkpoint: the resumed run writes them again.
 
     A checkpoint at an epoch's last step is saved before that epoch's evaluation: its eval record
@@ -286,7 +315,7 @@ def trim_log(log: Path, state: dict[str, Any]) -> None:
     """
     if not log.is_file():
         return
-    step, evaluated = state["step"], state.get("last_eval") == state["step"]
+    step, evaluated = state.step, state.last_eval == state.step
     kept = []
     for line in log.read_text(encoding="utf-8").splitlines():
         try:

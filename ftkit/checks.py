@@ -17,6 +17,7 @@ from ftkit.errors import FtkitError
 
 if TYPE_CHECKING:
     from ftkit.config import RunConfig
+    from ftkit.tasks.family import Family
 
 STEPS = re.compile(r"\s*[0-9]{1,10}\s*")  # checkpoint_every as a step count: ASCII digits, a bounded number
 
@@ -140,46 +141,55 @@ def parse_bar(bar: str) -> tuple[str, float]:
 
 
 def check(config: RunConfig) -> None:
-    """Cross-field checks; each message names the key(s) to change."""
-    t, d = config.train, config.data
+    """Cross-field checks; each message names the key(s) to change. The keys every run has come
+    first, then what the run's task family asks of them (its `check_config`) and of its columns."""
+    from ftkit.columns import check_roles
+    from ftkit.tasks import get_task
+
+    _check_identity(config)
+    if config.train.epochs <= 0 and config.train.max_steps is None:  # before the ranges: this message names both fixes
+        raise FtkitError(f"'train.epochs' must be positive, got {config.train.epochs} (or set train.max_steps); set it with --epochs N or --max-steps N")
+    check_ranges(config)
+    task = get_task(config.task)
+    _check_training(config, task)
+    _check_data(config)
+    for bar in config.expect.values():
+        parse_bar(bar)
+    task.check_config(config)
+    # no column named for two of the family's roles, whether flags, the recipe or --set named it
+    check_roles(task.columns(config))
+
+
+def _check_identity(config: RunConfig) -> None:
+    """The run's name (it names folders) and its model."""
     if not config.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", config.name):
         raise FtkitError(f"'name' must be a simple identifier (letters, digits, - _ .), got {shown(config.name)}")
     if not str(config.model).strip():
         raise FtkitError("'model' is empty: pass --model NAME_OR_PATH")
-    if t.epochs <= 0 and t.max_steps is None:  # before the ranges: this message names both fixes
-        raise FtkitError(f"'train.epochs' must be positive, got {t.epochs} (or set train.max_steps); set it with --epochs N or --max-steps N")
-    check_ranges(config)
-    if config.task == "token-classification" and not 0 <= t.stride < t.max_length // 2:
-        raise FtkitError(
-            f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}: "
-            f"windows of {t.max_length} tokens overlap by stride (e.g. --set train.stride={t.max_length // 4})"
-        )
+
+
+def _check_training(config: RunConfig, task: Family) -> None:
+    """Checkpoints, class weights, trackers and LoRA: the train and lora keys that go together."""
+    t = config.train
     every = t.checkpoint_every
     if every is not None and every != "epoch" and not (STEPS.fullmatch(every) and 0 < int(every) <= COUNT):
         raise FtkitError(f"'train.checkpoint_every' must be a positive number of steps (up to {COUNT}), 'epoch' or null, got {shown(every)}")
-    if t.class_weights and config.task != "sequence-classification":
-        raise FtkitError(f"'train.class_weights' applies to sequence-classification recipes, not {config.task}; remove it")
+    if t.class_weights and not task.CLASS_WEIGHTS:
+        from ftkit.tasks import families
+
+        weighed = [name for name, family in families().items() if family.CLASS_WEIGHTS]
+        raise FtkitError(f"'train.class_weights' applies to {flagtable.spoken(tuple(weighed))} recipes, not {config.task}; remove it")
     if "none" in t.report_to and len(t.report_to) > 1:
         raise FtkitError(f"'train.report_to' lists 'none' with trackers ({', '.join(sorted(set(t.report_to)))}); give trackers or none")
     if config.lora.merge and not config.lora.enabled:
         raise FtkitError("--merge merges a LoRA adapter into the model: add --lora (or --set lora.enabled=true)")
+
+
+def _check_data(config: RunConfig) -> None:
+    """The carved fractions leave rows to train on; each label is listed once."""
+    d = config.data
     if d.validation_fraction + d.test_fraction >= 1:
         raise FtkitError("'data.validation_fraction' + 'data.test_fraction' must leave rows to train on")
     if d.labels is not None and len(set(d.labels)) != len(d.labels):
         repeated = sorted(label for label, n in collections.Counter(d.labels).items() if n > 1)
         raise FtkitError(f"'data.labels' has duplicates: {shown(d.labels)} (repeated: {shown(repeated)}); list each label once")
-    for metric, bar in config.expect.items():
-        parse_bar(bar)
-    if config.task == "seq2seq" and not d.target_column and not (d.source_lang and d.target_lang):
-        raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
-    if d.source_lang and d.source_lang == d.target_lang:
-        raise FtkitError(f"--source-lang and --target-lang are both {shown(d.source_lang)}: translation needs two languages; pass the other")
-    check_columns(config)
-
-
-def check_columns(config: RunConfig) -> None:
-    """No column named for two of the family's roles, whether flags, the recipe or --set named it."""
-    from ftkit.columns import check_roles
-    from ftkit.tasks import get_task
-
-    check_roles(get_task(config.task).columns(config))

@@ -1,26 +1,34 @@
 """The typed run config: recipe YAML, then CLI flags, then `--set key=value`, checked on load.
 
 Every key has a declared type; an unknown key or a value of the wrong type is an error that
-names the key and the valid choices. The resolved config is what `config.yaml` in a run folder
-holds, so `ftkit finetune RUN/config.yaml` reruns the run.
+names the key and the valid choices (ftkit.config_load reads a mapping into these classes). The
+resolved config is what `config.yaml` in a run folder holds, so `ftkit finetune RUN/config.yaml`
+reruns the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-# load_yaml_file is imported from here by the modules that read a run's config.yaml
-from ftkit.bounded import cut, load_yaml_file, shown, yaml_load  # noqa: F401
-from ftkit.errors import FtkitError, closest
 
-TaskFamily = Literal["sequence-classification", "token-classification", "seq2seq", "causal-lm"]
-TASK_FAMILIES: tuple[str, ...] = typing.get_args(TaskFamily)
+@dataclass(frozen=True)
+class OneOf:
+    """Marks a text key whose value must be one of the names `choices()` gives when the config
+    loads (a registry that may grow at run time, unlike a Literal)."""
+
+    choices: Callable[[], tuple[str, ...]]
+
+
+def _families() -> tuple[str, ...]:
+    from ftkit.tasks import FAMILY_MODULES  # the registry's table: cheap, no family module loads
+
+    return tuple(FAMILY_MODULES)
+
+
+TaskName = Annotated[str, OneOf(_families)]  # a family registered in ftkit.tasks.FAMILY_MODULES
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 CompileMode = Literal["no", "default", "reduce-overhead", "max-autotune"]
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow"]
@@ -148,7 +156,7 @@ class RunConfig:
     """One fine-tuning run: a recipe plus everything the command line changed."""
 
     name: str
-    task: TaskFamily
+    task: TaskName  # the task family (`ftkit recipes list` shows each recipe's)
     model: str
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
@@ -165,193 +173,3 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# ---------------------------------------------------------------------------- building from dicts
-
-
-def from_dict(data: Any, source: str) -> RunConfig:
-    """Build a RunConfig from a parsed YAML mapping; `source` names the file in errors."""
-    if not isinstance(data, dict):
-        raise FtkitError(f"{source}: expected a YAML mapping of config keys, got {_kind(data)}")
-    return _build(RunConfig, data, source, prefix="")
-
-
-def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            valid = ", ".join(fields)
-            raise FtkitError(
-                f"{source}: unknown key {shown(dotted)}.{closest(cut(str(key), 60), list(fields))} "
-                f"Valid keys{' under ' + prefix[:-1] if prefix else ''}: {valid}"
-            )
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                raise FtkitError(f"{source}: '{dotted}' must be a mapping, got {_kind(value)}")
-            kwargs[key] = _build(hint, value, source, prefix=f"{dotted}.")
-        else:
-            kwargs[key] = coerce(value, hint, dotted, source)
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise FtkitError(f"{source}: missing required key(s): {', '.join(prefix + m for m in missing)}")
-    try:
-        return cls(**kwargs)
-    except FtkitError as err:
-        raise FtkitError(f"{source}: {err.message}") from None
-
-
-def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check `value` against the declared type `hint`, converting where the intent is clear."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], key, source)
-    if origin is Literal:
-        if value is False and "no" in args:  # YAML 1.1 reads a bare `no` as false
-            return "no"
-        if value not in args:
-            raise FtkitError(
-                f"{source}: '{key}' must be one of {', '.join(map(str, args))}; got {shown(value)}."
-                # str() of a list or mapping can be any size (a YAML alias bomb): only texts get a hint
-                f"{closest(value, [str(a) for a in args]) if isinstance(value, str) else ''}"
-            )
-        return value
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise FtkitError(f"{source}: '{key}' must be a list, got {_kind(value)}")
-        return [coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise FtkitError(f"{source}: '{key}' must be a mapping, got {_kind(value)}")
-        return {str(k): coerce(v, args[1], f"{key}.{cut(str(k), 60)}", source) for k, v in value.items()}
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise FtkitError(f"{source}: '{key}' must be true or false, got {shown(value)}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            try:
-                return int(value)
-            except ValueError:  # more digits than Python converts
-                pass
-        raise FtkitError(f"{source}: '{key}' must be an integer, got {shown(value)}")
-    if hint is float:
-        number = None
-        try:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                number = float(value)
-            elif isinstance(value, str):  # YAML 1.1 reads "2e-5" as a string: take the number
-                number = float(value)
-        except (ValueError, OverflowError):
-            pass
-        # nan slips through every `<= 0` in check(), and no setting means anything at inf
-        if number is not None and math.isfinite(number):
-            return number
-        raise FtkitError(f"{source}: '{key}' must be a finite number, got {shown(value)}")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        hint_quote = " (YAML reads bare yes/no/true/false as booleans: quote it, e.g. 'no')" if isinstance(value, bool) else ""
-        raise FtkitError(f"{source}: '{key}' must be a string, got {_kind(value)}{hint_quote}")
-    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in ftkit, not input
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-# ------------------------------------------------------------------------------- overrides
-
-
-def all_keys(cls: type = RunConfig, prefix: str = "") -> dict[str, Any]:
-    """Every settable dotted key with its declared type, e.g. {'train.learning_rate': float}."""
-    keys: dict[str, Any] = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(hint):
-            keys.update(all_keys(hint, f"{prefix}{name}."))
-        else:
-            keys[f"{prefix}{name}"] = hint
-    return keys
-
-
-def flatten(data: dict[str, Any], prefix: str = "", whole: tuple[str, ...] = ("expect",)) -> dict[str, Any]:
-    """A config dict as dotted keys ('train.learning_rate'); the `whole` sections stay one mapping
-    (expect: its metric names hold dots). An empty mapping leaves no key."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and key not in whole:
-            out.update(flatten(value, f"{prefix}{key}.", whole))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def resolve_key(key: str) -> str:
-    """Map a `--set` key to its dotted form; a unique leaf name ('learning_rate') is enough."""
-    keys = all_keys()
-    if key in keys or key.split(".")[0] == "expect":
-        return key
-    leaf = [k for k in keys if k.rsplit(".", 1)[-1] == key]
-    if len(leaf) == 1:
-        return leaf[0]
-    hint = closest(cut(key, 60), list(keys) + [k.rsplit(".", 1)[-1] for k in keys])
-    raise FtkitError(f"unknown config key {shown(key)}.{hint} Valid keys: {', '.join(keys)}")
-
-
-def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
-    """Return a new config with dotted-key overrides applied and every check run again."""
-    data = config.to_dict()
-    for key, value in overrides.items():
-        dotted = resolve_key(key)
-        # metric names hold dots ('per_class.spam.f1'): all after 'expect.' is one key
-        parts = dotted.split(".", 1) if dotted.startswith("expect.") else dotted.split(".")
-        node = data
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):  # e.g. `--set expect=1 --set expect.f1=...`
-                raise FtkitError(f"{source}: '{part}' was set to {shown(node)}, so {shown(key)} cannot be set inside it; set one of them")
-        node[parts[-1]] = value
-    return from_dict(data, source)
-
-
-def parse_set(pairs: list[str]) -> dict[str, Any]:
-    """Parse repeated `--set key=value`; values are YAML scalars or lists ('[a, b]')."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise FtkitError(f"--set expects key=value, got {shown(pair)} (e.g. --set train.warmup_ratio=0.06)")
-        try:
-            out[key.strip()] = yaml_load(raw) if raw.strip() else None
-        # YAML that cannot be built (a date like 2024-13-45) or is beyond the bounds (YamlTooBig,
-        # a ValueError: an alias bomb) stays the text typed, which the key's type check then judges
-        except (yaml.YAMLError, ValueError):
-            out[key.strip()] = raw
-    return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftkit.config import all_keys
+from ftkit.config_load import all_keys
 
 DATA, RUN, TRAINING, LORA, SECURITY = "Model and data", "Run", "Training", "LoRA", "Security"
 

@@ -5,8 +5,9 @@
                          pad id) and README.md; `--merge` also writes OUT/model/, the base model
                          with the update merged in, which pipeline() loads like any model.
 
-The new classification head of a classifier or tagger trains in full (PEFT's modules_to_save)
-and is saved with the adapter: a LoRA run learns the same task as a full fine-tune.
+The new head of a family that adds one (its NEW_HEAD: a classifier's, a tagger's) trains in full
+(PEFT's modules_to_save) and is saved with the adapter: a LoRA run learns the same task as a
+full fine-tune.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from typing import Any
 from ftkit.config import RunConfig
 from ftkit.errors import FtkitError, first_line
 from ftkit.models import ADAPTER_CONFIG
+from ftkit.tasks import get_task
 
 MODEL_CONFIG = "model_config.json"  # not config.json: transformers would take the folder for a full model
-PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal-lm": "CAUSAL_LM"}
 
 
-def head_modules(model: Any, family: str) -> list[str]:
-    """A classifier's or tagger's new head: the top-level modules beside the pretrained body
-    (classifier; score; DistilBERT's pre_classifier too; T5's classification_head). They are
-    newly initialised, so they train in full. Generative families keep their pretrained LM head."""
-    if family not in ("sequence-classification", "token-classification"):
+def head_modules(model: Any, new_head: bool) -> list[str]:
+    """A classifier's or tagger's new head (`new_head`: the family's NEW_HEAD): the top-level
+    modules beside the pretrained body (classifier; score; DistilBERT's pre_classifier too; T5's
+    classification_head). They are newly initialised, so they train in full. Generative families
+    keep their pretrained LM head."""
+    if not new_head:
         return []
     body = model.base_model_prefix
     return [name for name, child in model.named_children() if name != body and any(True for _ in child.parameters())]
@@ -58,10 +60,10 @@ def wrap(model: Any, config: RunConfig) -> Any:
     """`model` with LoRA adapters added; only they (and a new task head) train."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    settings = config.lora
-    heads = head_modules(model, config.task)
+    settings, task = config.lora, get_task(config.task)
+    heads = head_modules(model, task.NEW_HEAD)
     peft_config = LoraConfig(
-        task_type=TaskType[PEFT_TASKS[config.task]], r=settings.r, lora_alpha=settings.alpha,
+        task_type=TaskType[task.PEFT_TASK], r=settings.r, lora_alpha=settings.alpha,
         lora_dropout=settings.dropout, target_modules=target_modules(model, settings.target_modules, heads),
         modules_to_save=heads or None,
     )

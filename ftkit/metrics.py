@@ -10,7 +10,7 @@ from ftkit.checks import parse_bar
 from ftkit.errors import FtkitError
 
 
-def classification(y_true: Sequence[int], y_pred: Sequence[int], names: list[str]) -> dict[str, Any]:
+def class_scores(y_true: Sequence[int], y_pred: Sequence[int], names: list[str]) -> dict[str, Any]:
     """Accuracy, macro precision/recall/F1 and per-class P/R/F1/support (scikit-learn).
 
     Macro averages run over the classes present in the gold or predicted labels, as

@@ -195,8 +195,11 @@ def _gguf_source(path: Path, task: Any) -> str:
     if not path.is_file():
         raise FtkitError(f"{path}: no such file")
     if task is not None and not task.GGUF:
+        from ftkit.tasks import families  # lazily: ftkit.tasks' families import this module
+
+        readers = " or ".join(name for name, family in families().items() if family.GGUF)
         raise FtkitError(
-            f"{path}: ftkit takes a GGUF file for causal-lm recipes only (`ftkit recipes list` shows each "
+            f"{path}: ftkit takes a GGUF file for {readers} recipes only (`ftkit recipes list` shows each "
             f"recipe's family); for this one, {task.LOCAL_MODEL}"
         )
     try:
@@ -300,6 +303,13 @@ def max_positions(config: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def check_max_length(model_config: Any, config: Any) -> None:
+    """Refuse a --max-length (config: the RunConfig) beyond what the model's positions can read."""
+    limit = max_positions(model_config)
+    if limit and config.train.max_length > limit:
+        raise FtkitError(f"--max-length {config.train.max_length} is beyond what '{config.model}' can read ({limit} tokens); use <= {limit}")
 
 
 def unreachable(name: str, err: Exception) -> FtkitError:

@@ -1,7 +1,11 @@
-"""The run's plots, for its model card: the training curves, then one plot per task family.
+"""The run's plots, for its model card: the training curves every run gets, then its family's.
 
     loss.png              training loss and learning rate per step, validation loss per evaluation
     metric.png            the primary metric per validation evaluation, best marked, test as a line
+
+A family draws its own from the final split's scores (its `figures(split, scores)`, with the
+drawing functions here), e.g.
+
     confusion_matrix.png  classification: counts, coloured by the fraction of each gold class
     entity_f1.png         NER: F1 per entity type, support in the labels
     lengths.png           seq2seq: generated vs reference lengths
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,39 +29,57 @@ from ftkit.writes import replace_whole
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ftkit.tasks.family import Family
+
 DPI = 100
-NAMES = ("loss.png", "metric.png", "confusion_matrix.png", "entity_f1.png", "lengths.png")
 ANNOTATE_MAX = 20  # above this many classes, counts in the cells would be unreadable
 
 
-def write_plots(folder: Path, log: list[dict], results: dict, primary: str, greater_is_better: bool = True) -> list[tuple[str, str]]:
-    """Write the PNGs that the data allows into `folder`; return (file name, caption) in card order."""
+def write_plots(
+    folder: Path, log: list[dict], results: dict, primary: str, greater_is_better: bool = True, family: Family | None = None,
+) -> list[tuple[str, str]]:
+    """Write the PNGs that the data allows into `folder` (the training curves, and `family`'s
+    plots when given); return (file name, caption) in card order."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, caption, fig in figures(log, results, primary, greater_is_better):
+    for name, caption, fig in figures(log, results, primary, greater_is_better, family):
         try:  # written, then renamed: never half a PNG under the real name
             replace_whole(folder / name, functools.partial(fig.savefig, format="png", dpi=DPI), tmp=folder / f".{name}.tmp")
         finally:
             fig.clear()  # free its artists now, not at some later garbage collection
         written.append((name, caption))
-    for name in set(NAMES) - {name for name, _ in written}:  # an earlier run's plot would mislead
-        (folder / name).unlink(missing_ok=True)
+    kept = {name for name, _ in written}
+    for stale in folder.glob("*.png"):  # an earlier run's plot would mislead; plots/ holds the run's plots only
+        if stale.name not in kept and not stale.is_dir():
+            stale.unlink(missing_ok=True)
     return written
 
 
-def figures(log: list[dict], results: dict, primary: str, greater_is_better: bool = True) -> Iterator[tuple[str, str, Figure]]:
-    """(file name, caption, figure) for each plot the data allows, drawn one at a time."""
-    builders: list[tuple[str, Callable[[], Any]]] = [
-        ("loss.png", lambda: _loss(log)),
-        ("metric.png", lambda: _metric(log, _split(results, "test"), primary, greater_is_better)),
-        ("confusion_matrix.png", lambda: _confusion(*_final(results, "confusion_matrix"))),
-        ("entity_f1.png", lambda: _entity_f1(*_final(results, "per_type"))),
-        ("lengths.png", lambda: _lengths(*_final(results, "lengths"))),
-    ]
-    for name, build in builders:
-        made = build()
-        if made is not None:
-            yield name, made[1], made[0]
+def figures(
+    log: list[dict], results: dict, primary: str, greater_is_better: bool = True, family: Family | None = None,
+) -> Iterator[tuple[str, str, Figure]]:
+    """(file name, caption, figure) for each plot the data allows, drawn one at a time: the
+    training curves, then `family`'s plots of the final split."""
+    yield from named("loss.png", _loss(log))
+    yield from named("metric.png", _metric(log, _split(results, "test"), primary, greater_is_better))
+    if family is not None:
+        yield from _final_figures(family, results)
+
+
+def named(name: str, drawn: tuple[Figure, str] | None) -> Iterator[tuple[str, str, Figure]]:
+    """(file name, caption, figure) of a drawn plot; nothing when its data was missing."""
+    if drawn is not None:
+        yield name, drawn[1], drawn[0]
+
+
+def _final_figures(family: Family, results: dict) -> list[tuple[str, str, Figure]]:
+    """The family's plots of the test split, else (none drawn: no test split, or no data for
+    them in it) of the validation split."""
+    for split in ("test", "validation"):
+        made = list(family.figures(split, _split(results, split)))
+        if made:
+            return made
+    return []
 
 
 def _loss(log: list[dict]) -> tuple[Figure, str] | None:
@@ -113,7 +135,38 @@ def _metric(log: list[dict], test: dict, primary: str, greater_is_better: bool) 
     return fig, caption + (", test score dashed." if test_value is not None else ".")
 
 
-def _confusion(split: str, cm: Any) -> tuple[Figure, str] | None:
+# --- drawing functions the families call from their `figures`: (figure, caption), or None when
+# the data is missing or malformed
+
+
+def confusion_matrix(split: str, cm: Any) -> tuple[Figure, str] | None:
+    """{"labels": [...], "matrix": gold rows x predicted columns}: counts, coloured by row fraction."""
+    import numpy as np
+
+    checked = _square_counts(cm)
+    if checked is None:
+        return None
+    counts, names = checked
+    n = len(names)
+    totals = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)  # a class with no gold rows stays 0
+    side = min(4.5 + 0.3 * n, 15)
+    fig = _figure(side + 1.5, side)
+    ax = fig.subplots()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the gold class")
+    _class_ticks(ax, names)
+    if n <= ANNOTATE_MAX:
+        _cell_counts(ax, counts, fractions)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(f"Confusion matrix ({split}, {_count(counts.sum())} examples)")
+    return fig, f"Confusion matrix on the {split} split: counts, coloured by the fraction of each gold class."
+
+
+def _square_counts(cm: Any) -> tuple[Any, list[str]] | None:
+    """(counts as a float array, a drawable name per class), or None unless `cm` holds a
+    non-empty square matrix of finite numbers. Class ids stand in for a missing label list."""
     import numpy as np
 
     if not isinstance(cm, dict):
@@ -127,28 +180,30 @@ def _confusion(split: str, cm: Any) -> tuple[Figure, str] | None:
         return None
     labels = cm.get("labels")
     names = [_text(str(v), 24) for v in labels] if isinstance(labels, list) and len(labels) == n else [str(i) for i in range(n)]
-    totals = counts.sum(axis=1, keepdims=True)
-    fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)  # a class with no gold rows stays 0
-    side = min(4.5 + 0.3 * n, 15)
-    fig = _figure(side + 1.5, side)
-    ax = fig.subplots()
-    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the gold class")
+    return counts, names
+
+
+def _class_ticks(ax: Any, names: list[str]) -> None:
+    """Class names on both axes: smaller for many classes, slanted when long or many."""
+    n = len(names)
     size = 10 if n <= 10 else 8 if n <= 20 else 6
     rotate = n > 6 or max(len(s) for s in names) > 6
     ax.set_xticks(range(n), names, fontsize=size, rotation=45 if rotate else 0, ha="right" if rotate else "center", rotation_mode="anchor")
     ax.set_yticks(range(n), names, fontsize=size)
-    if n <= ANNOTATE_MAX:
-        for i, j in np.ndindex(n, n):
-            ax.text(j, i, _count(counts[i, j]), ha="center", va="center", fontsize=10 if n <= 10 else 7,
-                    color="white" if fractions[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    ax.set_title(f"Confusion matrix ({split}, {_count(counts.sum())} examples)")
-    return fig, f"Confusion matrix on the {split} split: counts, coloured by the fraction of each gold class."
 
 
-def _entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
+def _cell_counts(ax: Any, counts: Any, fractions: Any) -> None:
+    """Each cell's count, white on the dark (over half of the gold class) cells."""
+    import numpy as np
+
+    n = counts.shape[0]
+    for i, j in np.ndindex(n, n):
+        ax.text(j, i, _count(counts[i, j]), ha="center", va="center", fontsize=10 if n <= 10 else 7,
+                color="white" if fractions[i, j] > 0.5 else "black")
+
+
+def entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
+    """{type: {"f1", "support", ...}}: a bar per entity type, the best on top."""
     if not isinstance(per_type, dict):
         return None
     rows = [(str(k), _num(v.get("f1")), v.get("support")) for k, v in per_type.items() if isinstance(v, dict)]
@@ -167,7 +222,8 @@ def _entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
     return fig, f"F1 per entity type on the {split} split, support in brackets."
 
 
-def _lengths(split: str, lengths: Any) -> tuple[Figure, str] | None:
+def length_histograms(split: str, lengths: Any) -> tuple[Figure, str] | None:
+    """{"unit", "generated": [[length, count], ...], "reference": [...]}: histograms on shared bins, means dashed."""
     import numpy as np
 
     if not isinstance(lengths, dict):
@@ -213,14 +269,6 @@ def _figure(width: float, height: float) -> Figure:
 def _split(results: dict, split: str) -> dict:
     scores = results.get(split)
     return scores if isinstance(scores, dict) else {}
-
-
-def _final(results: dict, key: str) -> tuple[str, Any]:
-    """(split, results[split][key]) for the test split, else validation; (split, None) if neither has it."""
-    for split in ("test", "validation"):
-        if _split(results, split).get(key):
-            return split, results[split][key]
-    return "validation", None
 
 
 def _evals(log: list[dict]) -> list[dict]:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftkit.bounded import cut, shown
-from ftkit.config import RunConfig, from_dict, load_yaml_file
+from ftkit.config import RunConfig
+from ftkit.config_load import from_dict, load_yaml_file
 from ftkit.errors import FtkitError, closest
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ftkit import artifacts, checkpoints, fsguard
+from ftkit import checkpoints, fsguard, runfiles
 from ftkit.errors import FtkitError
 from ftkit.writes import remove, replace_whole, run_tmp
 
@@ -48,7 +48,7 @@ class Contents:
 
 def survey(out: Path) -> Contents:
     names = sorted(p.name for p in out.iterdir() if not _probe_litter(p))
-    foreign = [n for n in names if not artifacts.is_run_file(n)]
+    foreign = [n for n in names if not runfiles.is_run_file(n)]
     marked = _marked(out)
     return Contents(
         names=names, foreign=foreign, marked=marked, owned=marked or _legacy_run(out),
@@ -57,7 +57,7 @@ def survey(out: Path) -> Contents:
 
 
 def _marked(out: Path) -> bool:
-    marker = out / artifacts.MARKER
+    marker = out / runfiles.MARKER
     if marker.is_symlink() or not marker.is_file():
         return False
     try:
@@ -79,7 +79,7 @@ def _legacy_run(out: Path) -> bool:
         return False
     try:
         with config.open("rb") as handle:
-            if handle.read(len(artifacts.CONFIG_HEADER)) != artifacts.CONFIG_HEADER.encode():
+            if handle.read(len(runfiles.CONFIG_HEADER)) != runfiles.CONFIG_HEADER.encode():
                 return False
     except OSError:
         return False
@@ -89,14 +89,14 @@ def _legacy_run(out: Path) -> bool:
 
 def refusal(out: Path, contents: Contents, overwrite: bool) -> str | None:
     """Why `out` may not take a new run (None: it may); --overwrite clears only an ftkit run."""
-    if contents.names in ([], [artifacts.MARKER]):  # an empty folder, or an empty run folder
+    if contents.names in ([], [runfiles.MARKER]):  # an empty folder, or an empty run folder
         return None
     if contents.foreign:
         what = "an ftkit run and other files" if contents.owned else "files that are not an ftkit run's"
         return (f"{out}: the folder is not empty: it holds {what} ({_few(contents.foreign)}); --overwrite clears only "
                 "a folder holding nothing but an ftkit run: choose another --output-dir (or move those files)")
     if not contents.owned:
-        return (f"{out}: the folder is not empty and not marked as an ftkit run (no {artifacts.MARKER}; it holds "
+        return (f"{out}: the folder is not empty and not marked as an ftkit run (no {runfiles.MARKER}; it holds "
                 f"{_few(contents.names)}); --overwrite removes only what ftkit wrote: choose another --output-dir (or move those files)")
     if overwrite:
         return None
@@ -211,7 +211,7 @@ class RunFolder:
         self.touched, self.marked_before = True, contents.marked
         try:
             for entry in self.out.iterdir():  # an earlier run (--overwrite) and leftover probes
-                if entry.name != artifacts.MARKER and (artifacts.is_run_file(entry.name) or _probe_litter(entry)):
+                if entry.name != runfiles.MARKER and (runfiles.is_run_file(entry.name) or _probe_litter(entry)):
                     remove(entry)
             _write_marker(self.out)
         except OSError as err:
@@ -262,7 +262,7 @@ class RunFolder:
             return False
         with contextlib.suppress(OSError):  # best effort: the error that brought us here matters more
             for entry in self.out.iterdir():
-                if artifacts.is_run_file(entry.name) and not (entry.name == artifacts.MARKER and self.marked_before):
+                if runfiles.is_run_file(entry.name) and not (entry.name == runfiles.MARKER and self.marked_before):
                     remove(entry)
             for path in reversed(self.created):  # the folders it made, if nothing else is in them now
                 path.rmdir()
@@ -298,4 +298,4 @@ def _write_marker(out: Path) -> None:
             json.dump({"ftkit": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, handle)
             handle.write("\n")
 
-    replace_whole(out / artifacts.MARKER, fill, tmp=run_tmp(out / artifacts.MARKER))
+    replace_whole(out / runfiles.MARKER, fill, tmp=run_tmp(out / runfiles.MARKER))

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ftkit import checkpoints
-from ftkit.config import RunConfig, flatten, from_dict, load_yaml_file
+from ftkit.config import RunConfig
+from ftkit.config_load import flatten, from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.metrics import lookup
 

@@ -66,12 +66,19 @@ def as_text(value: Any, source: str, row: int, what: str = "text") -> str:
         return ""
     kind = structure(value)
     if kind:
-        words = " (a list of words is read only by token classification)" if kind == "a list" else ""
+        words = f" (a list of words is read only by {_word_readers()})" if kind == "a list" else ""
         raise FtkitError(
             f"{source}: line/row {row}: the {what} is {kind}, not text{words}; choose a column that holds "
             "text, or convert this one to strings"
         )
     return str(value)  # numbers, booleans, dates: their usual spelling
+
+
+def _word_readers() -> str:
+    """The task families whose columns hold lists of words (token classification)."""
+    from ftkit.tasks import families  # lazily, on a refusal only: the families import this module
+
+    return " or ".join(name for name, family in families().items() if "words" in family.COLUMN_KINDS.values())
 
 
 def structure(value: Any) -> str | None:

@@ -104,7 +104,7 @@ def replace_text(path: Path, text: str) -> None:
 
 
 # What fresh_file's names end with: a kill mid-write leaves `.NAME.<random>.ftkit-tmp`, which
-# ftkit recognises as its own (artifacts.is_run_file) and nobody else's file is called.
+# ftkit recognises as its own (runfiles.is_run_file) and nobody else's file is called.
 FRESH_SUFFIX = ".ftkit-tmp"
 
 
@@ -130,7 +130,7 @@ def fresh_of(name: str) -> str | None:
 def run_tmp(path: Path) -> Path:
     """`path.tmp`, cleared: the temporary name of a folder written whole inside a folder ftkit
     owns (the run folder, checkpoints/), where a kill's leftover under that name is ftkit's own
-    (--overwrite knows it: artifacts.is_run_file). Never for a user's folder: it clears the name."""
+    (--overwrite knows it: runfiles.is_run_file). Never for a user's folder: it clears the name."""
     tmp = path.with_name(path.name + ".tmp")
     remove(tmp)
     return tmp

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import save_classifier, write_jsonl
-from ftkit.artifacts import RUN_FILES
+from ftkit.runfiles import RUN_FILES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

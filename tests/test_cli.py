@@ -308,9 +308,10 @@ def test_predict_streams(runs, monkeypatch):
     import io
 
     from ftkit import predict as predict_module
-    from ftkit.artifacts import resolve_model_dir
+    from ftkit.runfiles import resolve_model_dir
+    from ftkit.inference import load_for_inference
 
-    task, model, tokenizer = predict_module.load_for_inference(*resolve_model_dir(runs["bert"]))
+    task, model, tokenizer = load_for_inference(*resolve_model_dir(runs["bert"]))
     pulled = 0
 
     def endless():
@@ -389,3 +390,29 @@ def test_card_of_a_hub_recipe_names_base_model_and_dataset():
     first = card.data.eval_results[0]
     assert (first.metric_name, first.metric_value, first.dataset_type) == ("per_class.spam.f1", 0.934568, "ucirvine/sms_spam")
     assert "## Plots" not in card.text
+
+
+def test_predict_reads_each_text_with_the_runs_prefix(tiny_models, sentiment_files, cli, tmp_path):
+    """A run trained with data.prefix read every text with it: predict gives the model the
+    same (the output keeps the text as given), and the card's example carries it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "run"
+    code, _, err = cli("finetune", "sentiment", "--model", tiny_models["bert"], "--train", sentiment_files["train"], "--max-steps", "2",
+                       "--set", "data.prefix='review: '", "-o", out, "--quiet")
+    assert code == 0, err
+    code, printed, err = cli("predict", out, "--text", "a great film")
+    assert code == 0, err
+    record = json.loads(printed.strip())
+    assert record["text"] == "a great film"
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+
+    def best(text: str) -> float:
+        with torch.inference_mode():
+            return model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1).max().item()
+
+    assert record["score"] == pytest.approx(best("review: a great film"), abs=1e-7)
+    assert record["score"] != pytest.approx(best("a great film"), abs=1e-7)  # the prefix changes what the model reads
+    assert "review: A gripping, beautifully shot film." in (out / "model" / "README.md").read_text()

@@ -12,10 +12,8 @@ from typing import Any, Literal
 import pytest
 import yaml
 
-from ftkit.config import (
-    DataConfig,
-    RunConfig,
-    TrainConfig,
+from ftkit.config import DataConfig, RunConfig, TrainConfig
+from ftkit.config_load import (
     all_keys,
     apply_overrides,
     coerce,

@@ -20,7 +20,7 @@ import pytest
 from conftest import write_jsonl
 from ftkit.bounded import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, shown
 from ftkit.checks import COUNT, RANGES, SEED, SIZE
-from ftkit.config import all_keys, from_dict, load_yaml_file, parse_set
+from ftkit.config_load import all_keys, from_dict, load_yaml_file, parse_set
 from ftkit.errors import FtkitError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -194,7 +194,7 @@ def test_set_bomb_is_kept_as_text_and_refused_by_the_type_check(cli, tmp_path):
 
 def test_set_key_and_pair_are_bounded():
     assert len(error_of(parse_set, ["k" * 100_000])) < 300
-    from ftkit.config import resolve_key
+    from ftkit.config_load import resolve_key
 
     assert len(error_of(resolve_key, "k" * 100_000)) < 3000  # the list of valid keys is ftkit's own
 

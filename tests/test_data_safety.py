@@ -83,12 +83,12 @@ def stopped(result: tuple[int, str, str]) -> None:
 @pytest.fixture
 def no_model(monkeypatch):
     """predict / evaluate must refuse the input before the model loads."""
-    import ftkit.predict
+    import ftkit.inference
 
     def load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model loaded before the input was checked")
 
-    monkeypatch.setattr(ftkit.predict, "load_for_inference", load)
+    monkeypatch.setattr(ftkit.inference, "load_for_inference", load)
 
 
 # ---------------------------------------------------------------------------- not a regular file

@@ -98,7 +98,7 @@ def test_every_option_is_a_row_of_the_table_with_its_help(name):
 
 
 def test_config_keys_of_the_table_exist():
-    from ftkit.config import all_keys
+    from ftkit.config_load import all_keys
 
     keys = all_keys()
     assert {f.key for f in flags.FLAGS if f.key} <= set(keys)
@@ -117,7 +117,7 @@ def test_a_value_out_of_range_names_the_flag_that_sets_it(cli, flag):
 def test_listed_choices_are_exactly_what_the_config_accepts(cli):
     """--format, --mixed-precision, --compile, --class-weights, --report-to: the help lists the
     values the config check takes (from the key's type), and each of them is taken."""
-    from ftkit.config import apply_overrides
+    from ftkit.config_load import apply_overrides
     from ftkit.errors import FtkitError
     from ftkit.recipes import load_config
 

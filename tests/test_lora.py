@@ -129,7 +129,7 @@ def test_adapter_and_merged_model_predict_alike(lora_runs, cli, tmp_path, family
 def test_merged_model_loads_in_pipeline(lora_runs, family):
     from transformers import pipeline
 
-    from ftkit.predict import load_for_inference
+    from ftkit.inference import load_for_inference
 
     task = FAMILIES[family][3]
     run = lora_runs[family]

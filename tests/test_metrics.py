@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from ftkit.errors import FtkitError
-from ftkit.metrics import available, check_bars, classification, is_better, lookup
+from ftkit.metrics import available, check_bars, class_scores, is_better, lookup
 
 # class 2 ('neutral') is in the gold labels but never predicted; class 3 ('other') appears nowhere
 NAMES = ["negative", "positive", "neutral", "other"]
@@ -19,7 +19,7 @@ Y_PRED = [0, 1, 1, 1, 0, 1, 0, 0, 1, 1]
 
 
 def test_classification_equals_sklearn_with_a_class_never_predicted():
-    result = classification(Y_TRUE, Y_PRED, NAMES)
+    result = class_scores(Y_TRUE, Y_PRED, NAMES)
     p, r, f, _ = precision_recall_fscore_support(Y_TRUE, Y_PRED, average="macro", zero_division=0)
     assert result["accuracy"] == accuracy_score(Y_TRUE, Y_PRED) == 0.5
     assert (result["precision"], result["recall"], result["f1"]) == (p, r, f)
@@ -34,7 +34,7 @@ def test_classification_equals_sklearn_with_a_class_never_predicted():
 
 def test_macro_average_skips_classes_absent_from_gold_and_predictions():
     """sklearn's macro runs over the labels seen; 'other' must not drag the average down."""
-    result = classification(Y_TRUE, Y_PRED, NAMES)
+    result = class_scores(Y_TRUE, Y_PRED, NAMES)
     seen = [result["per_class"][n]["f1"] for n in NAMES[:3]]
     assert result["f1"] == pytest.approx(sum(seen) / 3)
 
@@ -43,7 +43,7 @@ def test_binary_per_class_f1_equals_sklearn_pos_label():
     """The spam recipe's bar is the F1 of the spam class alone: f1_score(pos_label=...)."""
     y_true = [0, 0, 0, 0, 0, 0, 1, 1, 1, 0]
     y_pred = [0, 0, 1, 0, 0, 0, 1, 0, 1, 0]
-    result = classification(y_true, y_pred, ["ham", "spam"])
+    result = class_scores(y_true, y_pred, ["ham", "spam"])
     assert result["per_class"]["spam"]["f1"] == f1_score(y_true, y_pred, pos_label=1) == pytest.approx(2 / 3)
     assert result["per_class"]["ham"]["f1"] == f1_score(y_true, y_pred, pos_label=0)
     assert result["per_class"]["spam"]["precision"] == 2 / 3 and result["per_class"]["spam"]["recall"] == 2 / 3
@@ -52,7 +52,7 @@ def test_binary_per_class_f1_equals_sklearn_pos_label():
 
 def test_every_value_is_a_plain_python_number():
     """metrics.json is written with the json module: numpy scalars would not serialise."""
-    result = classification(Y_TRUE, Y_PRED, NAMES)
+    result = class_scores(Y_TRUE, Y_PRED, NAMES)
     assert all(type(result[k]) is float for k in ("accuracy", "precision", "recall", "f1"))
     assert type(result["samples"]) is int
     for row in result["per_class"].values():
@@ -61,7 +61,7 @@ def test_every_value_is_a_plain_python_number():
 
 def test_no_examples_is_an_error():
     with pytest.raises(FtkitError, match="^no examples to evaluate$"):
-        classification([], [], ["a", "b"])
+        class_scores([], [], ["a", "b"])
 
 
 @st.composite
@@ -77,7 +77,7 @@ def predictions(draw) -> tuple[int, list[tuple[int, int]]]:
 def test_classification_matches_sklearn_on_any_predictions(case):
     k, pairs = case
     y_true, y_pred = [t for t, _ in pairs], [p for _, p in pairs]
-    result = classification(y_true, y_pred, [f"c{i}" for i in range(k)])
+    result = class_scores(y_true, y_pred, [f"c{i}" for i in range(k)])
     p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
     assert (result["accuracy"], result["precision"], result["recall"], result["f1"]) == (
         accuracy_score(y_true, y_pred), p, r, f,

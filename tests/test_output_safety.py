@@ -67,12 +67,12 @@ def source(tmp_path, texts) -> Path:
 @pytest.fixture
 def no_model(monkeypatch):
     """Every refusal here comes before the model loads: loading it fails the test."""
-    import ftkit.predict
+    import ftkit.inference
 
     def load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model loaded before this was refused")
 
-    monkeypatch.setattr(ftkit.predict, "load_for_inference", load)
+    monkeypatch.setattr(ftkit.inference, "load_for_inference", load)
 
 
 def one_line(code: int, out: str, err: str, expect: int = 2) -> str:
@@ -96,9 +96,9 @@ def state_of(output: Path) -> Path:
 
 def interrupt_after(monkeypatch, calls: int, error: BaseException | None = None) -> None:
     """The predictor raises (Ctrl-C by default) on its call number `calls + 1`, mid-predict."""
-    import ftkit.predict
+    import ftkit.inference
 
-    load = ftkit.predict.load_for_inference
+    load = ftkit.inference.load_for_inference
     seen = [0]
 
     class Task:
@@ -123,7 +123,7 @@ def interrupt_after(monkeypatch, calls: int, error: BaseException | None = None)
         task, model, tokenizer = load(*args)
         return Task(task), model, tokenizer
 
-    monkeypatch.setattr(ftkit.predict, "load_for_inference", patched)
+    monkeypatch.setattr(ftkit.inference, "load_for_inference", patched)
 
 
 # ---------------------------------------------------------------------------- an output that is an input
@@ -377,13 +377,13 @@ def test_a_refused_input_leaves_no_output_behind(cli, run, tmp_path, no_model):
 
 
 def test_a_failed_model_load_leaves_no_output_behind(cli, run, source, tmp_path, monkeypatch):
-    import ftkit.predict
+    import ftkit.inference
     from ftkit.errors import FtkitError
 
     def load(*args):  # noqa: ANN002, ANN202
         raise FtkitError("the model folder is broken")
 
-    monkeypatch.setattr(ftkit.predict, "load_for_inference", load)
+    monkeypatch.setattr(ftkit.inference, "load_for_inference", load)
     before = snapshot(tmp_path)
     line = one_line(*cli("predict", run, source, "--output", tmp_path / "new.jsonl"))
     assert line == "error: the model folder is broken"
@@ -410,12 +410,12 @@ def test_a_failure_midway_keeps_the_predictions_made(cli, run, tmp_path, texts, 
 
 
 def test_ctrl_c_while_the_model_loads_changes_nothing(cli, run, source, tmp_path, monkeypatch):
-    import ftkit.predict
+    import ftkit.inference
 
     def load(*args):  # noqa: ANN002, ANN202
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ftkit.predict, "load_for_inference", load)
+    monkeypatch.setattr(ftkit.inference, "load_for_inference", load)
     existing = tmp_path / "old.jsonl"
     existing.write_text("earlier results\n")
     before = snapshot(tmp_path)

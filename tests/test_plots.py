@@ -1,4 +1,5 @@
-"""Plots of a run: the right files for each task family, valid PNGs, the data really drawn,
+"""Plots of a run: the right files for each task family (the training curves, and the plots its
+family module draws), valid PNGs, the data really drawn,
 and a missing or broken piece of data skips its plot instead of failing the run."""
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from ftkit.plots import NAMES, figures, write_plots
+from ftkit.plots import figures, write_plots
+from ftkit.tasks import get_task
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLS, NER, S2S, CLM = (get_task(name) for name in ("sequence-classification", "token-classification", "seq2seq", "causal-lm"))
 
 
 # --- realistic inputs: what train.py logs and what metrics.json holds, per task family
@@ -106,9 +109,9 @@ def assert_folder_matches(folder: Path, written: list[tuple[str, str]]) -> None:
         assert caption.endswith(".") and "\n" not in caption and caption.count(". ") == 0 and len(caption) < 140
 
 
-def built(log: list[dict], results: dict, primary: str, greater_is_better: bool = True) -> dict:
+def built(log: list[dict], results: dict, primary: str, greater_is_better: bool = True, family=None) -> dict:
     """{file name: figure} without writing anything, to inspect what is drawn."""
-    return {name: fig for name, _, fig in figures(log, results, primary, greater_is_better)}
+    return {name: fig for name, _, fig in figures(log, results, primary, greater_is_better, family)}
 
 
 def lines(ax) -> dict:
@@ -127,25 +130,26 @@ def inside(fig, texts) -> bool:
 # --- which files each family gets
 
 
-@pytest.mark.parametrize(("run", "primary", "greater", "expected"), [
-    (classification_run, "accuracy", True, ["loss.png", "metric.png", "confusion_matrix.png"]),
-    (classification_run, "per_class.negative.f1", True, ["loss.png", "metric.png", "confusion_matrix.png"]),
-    (ner_run, "f1", True, ["loss.png", "metric.png", "entity_f1.png"]),
-    (seq2seq_run, "rougeL", True, ["loss.png", "metric.png", "lengths.png"]),
-    (causal_lm_run, "perplexity", False, ["loss.png", "metric.png"]),
+@pytest.mark.parametrize(("run", "family", "primary", "greater", "expected"), [
+    (classification_run, CLS, "accuracy", True, ["loss.png", "metric.png", "confusion_matrix.png"]),
+    (classification_run, CLS, "per_class.negative.f1", True, ["loss.png", "metric.png", "confusion_matrix.png"]),
+    (ner_run, NER, "f1", True, ["loss.png", "metric.png", "entity_f1.png"]),
+    (seq2seq_run, S2S, "rougeL", True, ["loss.png", "metric.png", "lengths.png"]),
+    (causal_lm_run, CLM, "perplexity", False, ["loss.png", "metric.png"]),
+    (classification_run, None, "accuracy", True, ["loss.png", "metric.png"]),  # no family: the training curves only
 ])
-def test_each_family_gets_its_plots(tmp_path, run, primary, greater, expected):
+def test_each_family_gets_its_plots(tmp_path, run, family, primary, greater, expected):
     log, results = run()
     folder = tmp_path / "plots" / "nested"  # created, parents too
-    written = write_plots(folder, log, results, primary, greater)
+    written = write_plots(folder, log, results, primary, greater, family)
     assert [name for name, _ in written] == expected
     assert_folder_matches(folder, written)
 
 
 def test_nothing_to_plot_writes_nothing_and_raises_nothing(tmp_path):
-    assert write_plots(tmp_path / "plots", [], {}, "accuracy") == []
+    assert write_plots(tmp_path / "plots", [], {}, "accuracy", family=CLS) == []
     assert list((tmp_path / "plots").iterdir()) == []
-    assert write_plots(tmp_path / "plots", [], {"train": {}, "validation": {}}, "accuracy") == []
+    assert write_plots(tmp_path / "plots", [], {"train": {}, "validation": {}}, "accuracy", family=CLS) == []
 
 
 def test_a_single_train_record_gives_a_visible_loss_point(tmp_path):
@@ -161,7 +165,7 @@ def test_a_single_train_record_gives_a_visible_loss_point(tmp_path):
 
 def test_no_evaluation_records_skip_the_metric_plot(tmp_path):
     _, results = classification_run()
-    written = write_plots(tmp_path, train_records(), results, "accuracy")
+    written = write_plots(tmp_path, train_records(), results, "accuracy", family=CLS)
     assert [name for name, _ in written] == ["loss.png", "confusion_matrix.png"]
     assert_folder_matches(tmp_path, written)
     assert lines(built(train_records(), results, "accuracy")["loss.png"].axes[0]).keys() == {"train"}  # no validation points
@@ -169,16 +173,16 @@ def test_no_evaluation_records_skip_the_metric_plot(tmp_path):
 
 def test_a_primary_metric_the_records_lack_skips_the_metric_plot(tmp_path):
     log, results = classification_run()
-    written = write_plots(tmp_path, log, results, "per_class.nope.f1")
+    written = write_plots(tmp_path, log, results, "per_class.nope.f1", family=CLS)
     assert "metric.png" not in dict(written)
     assert_folder_matches(tmp_path, written)
 
 
 def test_missing_test_split_uses_validation(tmp_path):
     log, results = classification_run(test=False)
-    written = dict(write_plots(tmp_path, log, results, "accuracy"))
+    written = dict(write_plots(tmp_path, log, results, "accuracy", family=CLS))
     assert "validation split" in written["confusion_matrix.png"] and "test" not in written["metric.png"]
-    figs = built(log, results, "accuracy")
+    figs = built(log, results, "accuracy", family=CLS)
     assert not any(label.startswith("test") for label in lines(figs["metric.png"].axes[0]))
     assert "(validation, " in figs["confusion_matrix.png"].axes[0].get_title()
     shown = figs["confusion_matrix.png"].axes[0].images[0].get_array()
@@ -236,7 +240,7 @@ def test_dotted_primary_metric_is_read_from_each_evaluation():
 def test_confusion_matrix_colours_row_fractions_and_writes_counts():
     names = ["negative", "neutral", "positive"]
     cm = {"labels": names, "matrix": [[8, 2, 0], [1, 1, 2], [0, 0, 0]]}  # a class with no gold examples
-    ax = built([], {"test": {"confusion_matrix": cm}}, "accuracy")["confusion_matrix.png"].axes[0]
+    ax = built([], {"test": {"confusion_matrix": cm}}, "accuracy", family=CLS)["confusion_matrix.png"].axes[0]
     assert np.allclose(ax.images[0].get_array(), [[0.8, 0.2, 0], [0.25, 0.25, 0.5], [0, 0, 0]])
     assert [t.get_text() for t in ax.texts] == ["8", "2", "0", "1", "1", "2", "0", "0", "0"]  # row by row: gold rows
     assert [t.get_text() for t in ax.get_xticklabels()] == names == [t.get_text() for t in ax.get_yticklabels()]
@@ -246,7 +250,7 @@ def test_confusion_matrix_colours_row_fractions_and_writes_counts():
 
 def test_confusion_matrix_prefers_test_over_validation():
     log, results = classification_run()
-    ax = built(log, results, "accuracy")["confusion_matrix.png"].axes[0]
+    ax = built(log, results, "accuracy", family=CLS)["confusion_matrix.png"].axes[0]
     assert "(test, " in ax.get_title()
     assert [t.get_text() for t in ax.texts][:3] == [str(c) for c in results["test"]["confusion_matrix"]["matrix"][0]]
 
@@ -255,12 +259,12 @@ def test_confusion_matrix_prefers_test_over_validation():
 def test_confusion_matrix_copes_with_many_classes(tmp_path, classes, annotated):
     names = [f"category_number_{i:02d}_with_a_long_name" for i in range(classes)]
     results = {"validation": {"confusion_matrix": confusion(names)}}  # only this plot: rendering is the slow part
-    written = write_plots(tmp_path, [], results, "accuracy")
+    written = write_plots(tmp_path, [], results, "accuracy", family=CLS)
     assert [name for name, _ in written] == ["confusion_matrix.png"]
     assert_folder_matches(tmp_path, written)
     height, width = imread(tmp_path / "confusion_matrix.png").shape[:2]
     assert width <= 1700 and height <= 1600
-    fig = built([], results, "accuracy")["confusion_matrix.png"]
+    fig = built([], results, "accuracy", family=CLS)["confusion_matrix.png"]
     ax = fig.axes[0]
     assert len(ax.texts) == (classes * classes if annotated else 0)
     assert len(ax.get_xticklabels()) == classes
@@ -271,16 +275,16 @@ def test_confusion_matrix_copes_with_many_classes(tmp_path, classes, annotated):
 def test_unicode_and_dollar_class_names(tmp_path):
     names = ["café", "naïve", "Ωmega", "日本語", "$5 off", "50% $ave$"]
     log, results = classification_run(names)
-    written = write_plots(tmp_path, log, results, "accuracy")
+    written = write_plots(tmp_path, log, results, "accuracy", family=CLS)
     assert_folder_matches(tmp_path, written)
-    ax = built(log, results, "accuracy")["confusion_matrix.png"].axes[0]
+    ax = built(log, results, "accuracy", family=CLS)["confusion_matrix.png"].axes[0]
     shown = [t.get_text() for t in ax.get_yticklabels()]
     assert shown[:4] == names[:4] and shown[4:] == [r"\$5 off", r"50% \$ave\$"]  # escaped: '$' would start mathtext
 
 
 def test_entity_f1_bars_sorted_with_support():
     log, results = ner_run()
-    fig = built(log, results, "f1")["entity_f1.png"]
+    fig = built(log, results, "f1", family=NER)["entity_f1.png"]
     ax = fig.axes[0]
     widths = [bar.get_width() for bar in ax.patches]
     assert widths == [0.55, 0.70, 0.82, 0.92]  # bottom to top: the best on top
@@ -291,7 +295,7 @@ def test_entity_f1_bars_sorted_with_support():
 
 def test_lengths_histograms_share_bins_and_mark_means():
     log, results = seq2seq_run()
-    ax = built(log, results, "rougeL")["lengths.png"].axes[0]
+    ax = built(log, results, "rougeL", family=S2S)["lengths.png"].axes[0]
     generated, reference = ax.containers  # one BarContainer per hist() call
     assert sum(p.get_height() for p in generated) == sum(c for _, c in GENERATED)
     assert sum(p.get_height() for p in reference) == sum(c for _, c in REFERENCE)
@@ -326,7 +330,7 @@ def test_nan_values_are_left_out_and_counted(tmp_path):
     for record in log:
         if record["type"] == "eval" and record["step"] == 20:
             record["accuracy"] = float("nan")
-    written = write_plots(tmp_path, log, results, "accuracy")
+    written = write_plots(tmp_path, log, results, "accuracy", family=CLS)
     assert [name for name, _ in written] == ["loss.png", "metric.png", "confusion_matrix.png"]
     assert_folder_matches(tmp_path, written)
     figs = built(log, results, "accuracy")
@@ -343,30 +347,30 @@ def test_all_nan_metric_and_matrix_skip_their_plots(tmp_path):
         record["accuracy"] = float("nan")
     results["test"]["confusion_matrix"]["matrix"][0][0] = float("nan")
     results["validation"]["confusion_matrix"]["matrix"][0][0] = float("nan")
-    written = write_plots(tmp_path, log, results, "accuracy")
+    written = write_plots(tmp_path, log, results, "accuracy", family=CLS)
     assert [name for name, _ in written] == ["loss.png"]
     assert_folder_matches(tmp_path, written)
 
 
-@pytest.mark.parametrize("broken", [
-    {"confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 2], [3]]}},  # ragged
-    {"confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}},  # not square
-    {"confusion_matrix": {"labels": ["a"], "matrix": "oops"}},
-    {"confusion_matrix": [[1, 2], [3, 4]]},  # not a dict
-    {"per_type": {"PER": {"precision": 0.5}, "LOC": "x"}},  # no F1 anywhere
-    {"per_type": [1, 2]},
-    {"lengths": {"unit": "tokens", "generated": [[1], "x", [2, -1], [None, 3]], "reference": None}},
-    {"lengths": [[1, 2]]},
+@pytest.mark.parametrize(("family", "broken"), [
+    (CLS, {"confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 2], [3]]}}),  # ragged
+    (CLS, {"confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 2, 3], [4, 5, 6]]}}),  # not square
+    (CLS, {"confusion_matrix": {"labels": ["a"], "matrix": "oops"}}),
+    (CLS, {"confusion_matrix": [[1, 2], [3, 4]]}),  # not a dict
+    (NER, {"per_type": {"PER": {"precision": 0.5}, "LOC": "x"}}),  # no F1 anywhere
+    (NER, {"per_type": [1, 2]}),
+    (S2S, {"lengths": {"unit": "tokens", "generated": [[1], "x", [2, -1], [None, 3]], "reference": None}}),
+    (S2S, {"lengths": [[1, 2]]}),
 ])
-def test_malformed_results_skip_their_plot(tmp_path, broken):
-    written = write_plots(tmp_path, train_records(), {"train": {}, "validation": {}, "test": broken}, "accuracy")
+def test_malformed_results_skip_their_plot(tmp_path, family, broken):
+    written = write_plots(tmp_path, train_records(), {"train": {}, "validation": {}, "test": broken}, "accuracy", family=family)
     assert [name for name, _ in written] == ["loss.png"]
     assert_folder_matches(tmp_path, written)
 
 
 def test_a_test_split_that_is_not_a_dict_is_ignored(tmp_path):
     log, results = classification_run()
-    written = write_plots(tmp_path, log, {**results, "test": ["oops"]}, "accuracy")
+    written = write_plots(tmp_path, log, {**results, "test": ["oops"]}, "accuracy", family=CLS)
     assert [name for name, _ in written] == ["loss.png", "metric.png", "confusion_matrix.png"]  # from validation
     assert "validation split" in dict(written)["confusion_matrix.png"]
 
@@ -377,23 +381,22 @@ def test_records_without_steps_or_type_are_ignored(tmp_path):
 
 
 def test_a_missing_label_list_falls_back_to_class_ids():
-    ax = built([], {"test": {"confusion_matrix": {"matrix": [[3, 1], [0, 4]]}}}, "accuracy")["confusion_matrix.png"].axes[0]
+    ax = built([], {"test": {"confusion_matrix": {"matrix": [[3, 1], [0, 4]]}}}, "accuracy", family=CLS)["confusion_matrix.png"].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
 
 
 def test_partial_lengths_plot_what_is_there():
-    ax = built([], {"validation": {"lengths": {"unit": "characters", "generated": [[5, 2], [6, 1]]}}}, "rougeL")["lengths.png"].axes[0]
+    ax = built([], {"validation": {"lengths": {"unit": "characters", "generated": [[5, 2], [6, 1]]}}}, "rougeL", family=S2S)["lengths.png"].axes[0]
     assert len(ax.containers) == 1 and ax.get_xlabel() == "length (characters)" and "(validation)" in ax.get_title()
 
 
 def test_an_earlier_runs_plots_are_removed(tmp_path):
     log, results = classification_run()
-    write_plots(tmp_path, log, results, "accuracy")
+    write_plots(tmp_path, log, results, "accuracy", family=CLS)
     (tmp_path / "notes.txt").write_text("mine")
-    written = write_plots(tmp_path, *causal_lm_run(), "perplexity", greater_is_better=False)
+    written = write_plots(tmp_path, *causal_lm_run(), "perplexity", greater_is_better=False, family=CLM)
     assert not (tmp_path / "confusion_matrix.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", *(name for name, _ in written)])  # other files stay
-    assert set(NAMES) >= {name for name, _ in written}
 
 
 # --- how it draws: no global state, light import
@@ -412,14 +415,14 @@ def test_import_is_light_and_plotting_never_touches_pyplot(tmp_path):
 
 
 def test_threads_plot_at_once_with_the_same_result(tmp_path):
-    runs = [(classification_run, "accuracy"), (ner_run, "f1"), (seq2seq_run, "rougeL")]
-    for i, (run, primary) in enumerate(runs):
-        write_plots(tmp_path / f"serial{i}", *run(), primary)
+    runs = [(classification_run, "accuracy", CLS), (ner_run, "f1", NER), (seq2seq_run, "rougeL", S2S)]
+    for i, (run, primary, family) in enumerate(runs):
+        write_plots(tmp_path / f"serial{i}", *run(), primary, family=family)
     errors = []
 
-    def work(i: int, run, primary: str) -> None:
+    def work(i: int, run, primary: str, family) -> None:
         try:
-            write_plots(tmp_path / f"thread{i}", *run(), primary)
+            write_plots(tmp_path / f"thread{i}", *run(), primary, family=family)
         except Exception as err:  # noqa: BLE001 - reported by the main thread
             errors.append(err)
 

@@ -16,7 +16,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ftkit.config import RunConfig, all_keys, apply_overrides, from_dict, load_yaml_file, parse_set
+from ftkit.config import RunConfig
+from ftkit.config_load import all_keys, apply_overrides, from_dict, load_yaml_file, parse_set
 from ftkit.data import adapt_columns, iter_records, read_columns
 from ftkit.errors import FtkitError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ftkit.config import from_dict, load_yaml_file
+from ftkit.config_load import from_dict, load_yaml_file
 from ftkit.errors import FtkitError
 from ftkit.recipes import all_recipes, get_recipe, load_config, recipes_dir
 

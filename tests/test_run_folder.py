@@ -22,7 +22,7 @@ import pytest
 
 from conftest import write_jsonl
 from ftkit import __version__
-from ftkit.artifacts import MARKER
+from ftkit.runfiles import MARKER
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -281,7 +281,7 @@ def interrupt(monkeypatch, target: str) -> None:
     monkeypatch.setattr(target, raiser)
 
 
-@pytest.mark.parametrize("target", ["ftkit.data.adapt_columns", "ftkit.train.load_splits", "ftkit.train.load_tokenizer"])
+@pytest.mark.parametrize("target", ["ftkit.data.adapt_columns", "ftkit.train.load_splits", "ftkit.tasks.classification.load_processor"])
 def test_ctrl_c_before_training_says_nothing_was_saved(cli, tiny_models, train, tmp_path, monkeypatch, target):
     """Reading the data, tokenizing, loading: exit 130 with one line (Typer's own exit is silent)."""
     interrupt(monkeypatch, target)
@@ -362,12 +362,12 @@ def test_losing_the_race_for_a_new_folder_deletes_nothing(cli, tiny_models, trai
     """Both saw no folder up front; the other process made and locked it first."""
     import contextlib
 
-    import ftkit.train
+    import ftkit.tasks.classification
     from ftkit.fsguard import locked
 
     out = tmp_path / "out"
     held = contextlib.ExitStack()
-    original = ftkit.train.load_tokenizer
+    original = ftkit.tasks.classification.load_processor
 
     def other_process_wins(*a, **k):  # noqa: ANN002, ANN003, ANN202
         out.mkdir()
@@ -375,7 +375,7 @@ def test_losing_the_race_for_a_new_folder_deletes_nothing(cli, tiny_models, trai
         held.enter_context(locked(out, "a run"))
         return original(*a, **k)
 
-    monkeypatch.setattr(ftkit.train, "load_tokenizer", other_process_wins)
+    monkeypatch.setattr(ftkit.tasks.classification, "load_processor", other_process_wins)
     with held:
         code, _, err = cli(*args(tiny_models, train, out))
     assert code == 2 and "another ftkit process is writing this run folder" in one_line(err)

@@ -14,7 +14,8 @@ import typer
 from ftkit.cli import flags
 from ftkit.cli import options as o
 from ftkit.cli.tables import print_bars, print_metrics
-from ftkit.config import RunConfig, apply_overrides, flatten, parse_set
+from ftkit.config import RunConfig
+from ftkit.config_load import apply_overrides, flatten, parse_set
 from ftkit.errors import FtkitError
 
 if TYPE_CHECKING:  # loaded when a run starts, not at `ftkit --help`
@@ -49,45 +50,67 @@ finetune.__signature__ = reproduce.__signature__ = flags.signature(  # type: ign
 
 def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
     """The recipe with flags and --set applied, checked; plus notes for the user."""
-    from ftkit.data import adapt_columns, check_local_files
+    from ftkit.data import check_local_files
     from ftkit.recipes import load_config
 
     config, _ = load_config(args["recipe"])
-    overrides: dict[str, Any] = {}
+    config = apply_overrides(config, _overrides(args), source="command line")
+    config = _absolute_model(_local_files_win(config))
+    check_local_files(config.data)  # every file, before any is read: a FIFO or a loop fails here
+    if not config.data.train:
+        return config, []
+    return _adapt_columns(config, args)
+
+
+def _overrides(args: dict[str, Any]) -> dict[str, Any]:
+    """Dotted config key -> value of every flag given, then of every --set (which wins)."""
+    out: dict[str, Any] = {}
     for flag, key in flags.FLAG_KEYS.items():
         value = args.get(flag)
         if value is not None and value is not False:  # an absent flag keeps the recipe's value
             # Saved config.yaml must rerun from anywhere: store data files as absolute paths.
-            overrides[key] = _absolute(value) if isinstance(value, Path) else value
+            out[key] = _absolute(value) if isinstance(value, Path) else value
     local = [f"--{split}" for split in ("train", "validation", "test") if args.get(split)]
     if args.get("dataset") and local:  # the Hub dataset would be dropped without a word
         raise FtkitError(f"--dataset (a Hub dataset) and {'/'.join(local)} (local files) both name the data: pass one of them")
     if args.get("dataset"):
-        overrides.update({"data.train": None, "data.validation": None, "data.test": None})
-    overrides.update(parse_set(args.get("set") or []))
-    config = apply_overrides(config, overrides, source="command line")
-    if config.data.train and (config.data.dataset or config.data.dataset_config):
-        # Local files win and the Hub dataset is never read (no split of it, not even a missing
-        # test): config.yaml must say what the run read.
-        config = apply_overrides(config, {"data.dataset": None, "data.dataset_config": None}, source="command line")
-    if os.path.lexists(os.path.expanduser(config.model)) and not os.path.isabs(os.path.expanduser(config.model)):
-        # A local model (folder or .gguf file) by its absolute path: config.yaml and the card's
-        # reproduce command must load the same model from any folder.
-        config = apply_overrides(config, {"model": os.path.abspath(os.path.expanduser(config.model))}, source="command line")
-    check_local_files(config.data)  # every file, before any is read: a FIFO or a loop fails here
-    notes: list[str] = []
-    if config.data.train:
-        explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
-        from ftkit.tasks import get_task
+        out.update({"data.train": None, "data.validation": None, "data.test": None})
+    out.update(parse_set(args.get("set") or []))
+    return out
 
-        task = get_task(config.task)
-        wanted = task.columns(config)
-        adapted, notes = adapt_columns(
-            Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config), task.CONVENTIONAL_COLUMNS
-        )
-        changes = {f"data.{role}_column": adapted[role] for role in wanted if adapted.get(role) != wanted.get(role)}
-        if changes:
-            config = apply_overrides(config, changes, source="command line")
+
+def _local_files_win(config: RunConfig) -> RunConfig:
+    """Local files win and the Hub dataset is never read (no split of it, not even a missing
+    test): config.yaml must say what the run read."""
+    if config.data.train and (config.data.dataset or config.data.dataset_config):
+        return apply_overrides(config, {"data.dataset": None, "data.dataset_config": None}, source="command line")
+    return config
+
+
+def _absolute_model(config: RunConfig) -> RunConfig:
+    """A local model (folder or .gguf file) by its absolute path: config.yaml and the card's
+    reproduce command must load the same model from any folder."""
+    model = os.path.expanduser(config.model)
+    if os.path.lexists(model) and not os.path.isabs(model):
+        return apply_overrides(config, {"model": os.path.abspath(model)}, source="command line")
+    return config
+
+
+def _adapt_columns(config: RunConfig, args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
+    """The family's column names fitted to the local training file (a recipe names its Hub
+    dataset's columns; see ftkit.data.adapt_columns), plus notes saying what changed."""
+    from ftkit.data import adapt_columns
+    from ftkit.tasks import get_task
+
+    explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
+    task = get_task(config.task)
+    wanted = task.columns(config)
+    adapted, notes = adapt_columns(
+        Path(config.data.train), wanted, explicit, config.data.encoding, config.data.format, task.normalizer(config), task.CONVENTIONAL_COLUMNS
+    )
+    changes = {f"data.{role}_column": adapted[role] for role in wanted if adapted.get(role) != wanted.get(role)}
+    if changes:
+        config = apply_overrides(config, changes, source="command line")
     return config, notes
 
 
@@ -185,7 +208,7 @@ def resume_target(config: RunConfig, output_dir: Path | None, named: Path | None
     """(run folder, checkpoint) to resume (`named` by `--resume PATH`, else --output-dir's or the
     newest unfinished run); refuses a finished run or changed settings."""
     from ftkit import checkpoints
-    from ftkit.config import from_dict, load_yaml_file
+    from ftkit.config_load import from_dict, load_yaml_file
 
     where = named or output_dir
     if where is None:  # the newest unfinished runs/<recipe>-* with a checkpoint

@@ -66,9 +66,10 @@ def predict(
     if aggregation not in AGGREGATIONS:
         raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
     _check_resume_flags(output, resume, overwrite)
-    from ftkit.artifacts import resolve_model_dir
+    from ftkit.runfiles import resolve_model_dir
     from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
-    from ftkit.predict import PredictOptions, files_read, predict as run_predict
+    from ftkit.inference import files_read
+    from ftkit.predict import PredictOptions, predict as run_predict
 
     # Every argument is checked before the model loads (seconds) and before anything is written;
     # whether an existing --output may be replaced or continued is decided once it is locked.
@@ -109,8 +110,9 @@ def evaluate(
     from ftkit.checks import check_flag
 
     check_flag("--batch-size", "train.eval_batch_size", batch_size)
-    from ftkit.artifacts import resolve_model_dir
-    from ftkit.predict import evaluation_inputs, files_read
+    from ftkit.runfiles import resolve_model_dir
+    from ftkit.evaluate import evaluation_inputs
+    from ftkit.inference import files_read
     from ftkit.predict_output import is_stream, refuse_replacing
 
     o.apply_policy(trust_remote_code, allow_pickle)
@@ -132,7 +134,7 @@ def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Opt
     """Evaluate, print the table, write --output (a regular file replaced whole by a rename)."""
     from ftkit.artifacts import write_json
     from ftkit.cli.tables import print_metrics
-    from ftkit.predict import evaluate as run_evaluate
+    from ftkit.evaluate import evaluate as run_evaluate
     from ftkit.predict_output import is_stream
 
     result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)

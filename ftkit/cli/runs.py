@@ -157,15 +157,18 @@ def _overview(run: Any) -> Table:
 
 
 def _settings(run: Any) -> Table:
-    from ftkit.runs import KEY_SETTINGS, fmt_setting
+    from dataclasses import asdict
 
-    from ftkit.config import RunConfig, flatten
+    from ftkit.config import LoraConfig, TrainConfig
+    from ftkit.config_load import flatten
+    from ftkit.runs import KEY_SETTINGS, fmt_setting
 
     flat = run.settings()
     skip = {"name", "task", "model"}  # already in the overview
     pairs = [(label, fmt_setting(flat.get(key), key in flat)) for label, key in KEY_SETTINGS if key not in skip]
-    # and every training or LoRA setting the run changed from ftkit's default (class weights, early stopping, ...)
-    default = flatten(RunConfig(name="default", task="sequence-classification", model="default").to_dict(), whole=())  # train/lora defaults do not depend on the task
+    # and every training or LoRA setting the run changed from ftkit's default (class weights, early
+    # stopping, ...): the sections' own defaults, the same for every task family
+    default = flatten({"train": asdict(TrainConfig()), "lora": asdict(LoraConfig())}, whole=())
     shown = {key for _, key in KEY_SETTINGS}
     pairs += [(key, fmt_setting(value)) for key, value in flat.items()
               if key.startswith(("train.", "lora.")) and key not in shown and value != default.get(key)]

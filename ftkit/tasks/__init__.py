@@ -33,7 +33,12 @@ def get_task(family: str) -> Family:
             f"task family '{family}' is not available in this version of ftkit "
             f"(available: {', '.join(FAMILY_MODULES)})"
         )
+    from ftkit.tasks.family import MEMBERS
+
     module = importlib.import_module(FAMILY_MODULES[family])
+    missing = [name for name in MEMBERS if not hasattr(module, name)]
+    if missing:  # say what a new family lacks at once, not with an AttributeError mid-run
+        raise FtkitError(f"task family '{family}' ({module.__name__}) lacks {', '.join(missing)}: see ftkit/tasks/family.py")
     return cast("Family", module)
 
 

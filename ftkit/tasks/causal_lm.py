@@ -10,15 +10,16 @@ perplexity = exp(total loss / total predicted tokens) covers every token of the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family, load_tokenizer
-from ftkit.tasks.common import token_batch_size, token_lengths
-from ftkit.tasks.family import Prepared
+from ftkit.models import check_family, check_max_length, load_tokenizer
+from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import as_text, cut_texts, text_limit
 
 AUTO_MODEL = "AutoModelForCausalLM"
@@ -61,10 +62,15 @@ def normalizer(config: RunConfig) -> None:
     return None
 
 
-def check_model(model_config: Any, name: str) -> None:
+def check_config(config: RunConfig) -> None:
+    """Nothing beyond the checks every run has."""
+
+
+def check_model(model_config: Any, config: RunConfig) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    check_family(model_config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language modelling", name)
+    check_family(model_config, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "causal language modelling", config.model)
+    check_max_length(model_config, config)
 
 
 def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
@@ -130,6 +136,11 @@ def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     return collate
 
 
+def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
+    """The model's own next-token loss."""
+    return model_loss(META_KEYS)
+
+
 def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
     """Per-block sum and count of next-token losses: perplexity over all tokens, not batches."""
     import torch.nn.functional as F
@@ -144,6 +155,46 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     tokens = int(gathered["tokens"].sum())
     loss = float(gathered["loss_sum"].sum()) / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "tokens": tokens, "samples": int(gathered["tokens"].numel())}
+
+
+def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """None: the loss and perplexity curves every run gets say it all."""
+    return iter(())
+
+
+# ---------------------------------------------------------------------------------- model card
+
+HUB_METRICS = ["perplexity"]  # huggingface.co/metrics ids
+
+
+def describe(config: RunConfig, names: list[str]) -> str:
+    return "Continues a text in the style of its training data."
+
+
+def data_columns(config: RunConfig) -> str:
+    return f"text column `{config.data.text_column}`, blocks of {config.train.max_length} tokens"
+
+
+def hub_metrics(config: RunConfig) -> list[str]:
+    return list(HUB_METRICS)
+
+
+def usage(config: RunConfig) -> Usage:
+    return Usage("Some text.")
+
+
+def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """{"text"} prompts: lines, --text, or a table's text column (the run's, else "text")."""
+    # A "tokens" column of strings reads as text too; a list of words there is refused with its row.
+    return read_texts(source, column, [config.data.text_column if config else "text", "text", "tokens"], encoding)
+
+
+def input_size(record: dict[str, Any]) -> int:
+    return len(record["text"])
+
+
+def predict_defaults(options: Any, config: RunConfig) -> None:
+    """Nothing from the run: the generation settings are in the saved generation_config."""
 
 
 def predictor(model: Any, tokenizer: Any, options: Any):

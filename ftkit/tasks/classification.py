@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from ftkit import metrics
@@ -11,9 +12,9 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family, load_tokenizer
-from ftkit.tasks.common import token_batch_size, token_lengths
-from ftkit.tasks.family import Prepared
+from ftkit.models import check_family, check_max_length, load_tokenizer
+from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
@@ -56,10 +57,15 @@ def normalizer(config: RunConfig) -> None:
     return None
 
 
-def check_model(model_config: Any, name: str) -> None:
+def check_config(config: RunConfig) -> None:
+    """Nothing beyond the checks every run has (class weights apply here: CLASS_WEIGHTS)."""
+
+
+def check_model(model_config: Any, config: RunConfig) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    check_family(model_config, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "sequence classification", name)
+    check_family(model_config, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "sequence classification", config.model)
+    check_max_length(model_config, config)
 
 
 # ---------------------------------------------------------------------------------- labels
@@ -213,7 +219,7 @@ def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_leng
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
     """The recipe's primary metric and bars must exist for these labels: fail before training."""
-    sample = metrics.classification([0, 1 % len(names)], [0, 1 % len(names)], names)
+    sample = metrics.class_scores([0, 1 % len(names)], [0, 1 % len(names)], names)
     for key in [config.metrics.primary, *config.expect]:
         if metrics.lookup(sample, key) is None:
             raise FtkitError(
@@ -261,6 +267,28 @@ def class_weights(prepared: Prepared) -> list[float]:
     return weights
 
 
+def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
+    """The model's own loss; with train.class_weights, cross entropy that weighs each class by
+    its rarity (the model's own loss is unweighted)."""
+    if not config.train.class_weights:
+        return model_loss(META_KEYS)
+    import torch
+
+    named = dict(zip(prepared.names, class_weights(prepared)))
+    weight = torch.tensor(list(named.values()), dtype=torch.float32)
+
+    def compute(forward: Any, batch: dict[str, Any]) -> Any:
+        nonlocal weight
+        inputs = {k: v for k, v in batch.items() if k not in META_KEYS}
+        labels = inputs.pop("labels")
+        logits = forward(**inputs).logits.float()
+        weight = weight.to(logits.device)  # moved at the first batch; a no-op after
+        return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
+
+    note = "class weights (balanced): " + ", ".join(f"{n} {w:.3f}" for n, w in named.items())
+    return Loss(compute, notes=(note,), recorded={"class_weights": named})
+
+
 def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     from transformers import DataCollatorWithPadding
 
@@ -278,24 +306,69 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     import torch.nn.functional as F
 
     logits, labels = gathered["logits"], gathered["labels"]
-    result = metrics.classification(labels.tolist(), logits.argmax(-1).tolist(), prepared.names)
+    result = metrics.class_scores(labels.tolist(), logits.argmax(-1).tolist(), prepared.names)
     result["loss"] = float(F.cross_entropy(logits, labels))
     return result
+
+
+def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """The confusion matrix: which classes the model takes for which."""
+    from ftkit import plots
+
+    yield from plots.named("confusion_matrix.png", plots.confusion_matrix(split, scores.get("confusion_matrix")))
+
+
+# ---------------------------------------------------------------------------------- model card
+
+HUB_METRICS = ["accuracy", "f1", "precision", "recall"]  # huggingface.co/metrics ids
+
+
+def describe(config: RunConfig, names: list[str]) -> str:
+    return f"Classifies a text into one of: {', '.join(names)}." if names else "Classifies a text."
+
+
+def data_columns(config: RunConfig) -> str:
+    return f"text column `{config.data.text_column}`, label column `{config.data.label_column}`"
+
+
+def hub_metrics(config: RunConfig) -> list[str]:
+    return list(HUB_METRICS)
+
+
+def usage(config: RunConfig) -> Usage:
+    return Usage(config.data.prefix + "A gripping, beautifully shot film.")  # as training read it
 
 
 # ---------------------------------------------------------------------------------- predict
 
 
+def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """{"text"} records: lines, --text, or a table's text column (the run's, else "text")."""
+    # A "tokens" column of strings reads as text too; a list of words there is refused with its row.
+    return read_texts(source, column, [config.data.text_column if config else "text", "text", "tokens"], encoding)
+
+
+def input_size(record: dict[str, Any]) -> int:
+    return len(record["text"])
+
+
+def predict_defaults(options: Any, config: RunConfig) -> None:
+    """The run's data.prefix: training read every text with it (prepare), so predict does too."""
+    options.prefix = config.data.prefix
+
+
 def predictor(model: Any, tokenizer: Any, options: Any):
     """A function from input records ({"text"}) to output records ({"text", "label", "score"})."""
-    return lambda records: predict(model, tokenizer, [r["text"] for r in records], options.max_length, options.top_k)
+    return lambda records: predict(model, tokenizer, [r["text"] for r in records], options.max_length, options.top_k, options.prefix)
 
 
-def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k: int = 1) -> list[dict[str, Any]]:
-    """Labels and softmax scores for a batch of texts, as the text-classification pipeline gives."""
+def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k: int = 1, prefix: str = "") -> list[dict[str, Any]]:
+    """Labels and softmax scores for a batch of texts, as the text-classification pipeline gives
+    (given the run's `prefix` before each text, as in training; the output keeps the text as given)."""
     import torch
 
-    inputs, _ = cut_texts(texts, text_limit(max_length))  # nothing the model reads; the output keeps the whole text
+    # nothing the model reads; the output keeps the whole text
+    inputs, _ = cut_texts([prefix + text for text in texts], text_limit(max_length))
     encoded = tokenizer(inputs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     encoded = {k: v.to(model.device) for k, v in encoded.items()}
     with torch.inference_mode():

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from ftkit.columns import Roles, missing_column
+from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, iter_records
+from ftkit.errors import FtkitError
 from ftkit.tasks.family import Loss
+from ftkit.values import as_text
 
 
 def model_loss(meta_keys: tuple[str, ...]) -> Loss:
@@ -24,3 +30,53 @@ def token_batch_size(batch: dict[str, Any]) -> int:
 def token_lengths(features: Any) -> list[int]:
     """Tokens of each tokenized example."""
     return [len(ids) for ids in features["input_ids"]]
+
+
+def read_texts(
+    source: str | list[str], column: str | None, defaults: list[str], encoding: str,
+    nested: str | None = None, words: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """predict's input records in order: {"text"} from the lines of a .txt or stdin ("-", blank
+    lines skipped), from the literal texts of --text (a list), or from a table's column.
+
+    The table's column is `column`, else the first of `defaults` that its first row has
+    (`defaults[0]` is the one an error names). `nested`: a key whose object value's keys are
+    columns too (translation rows, {"translation": {"en": ..., "de": ...}}, as training reads
+    them). `words`: a list value is the pre-split words of a {"tokens"} record (CoNLL files too);
+    otherwise a list is refused, like any structure.
+    """
+    if isinstance(source, list):
+        yield from ({"text": text} for text in source)
+        return
+    if source != "-":
+        check_readable(Path(source), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
+    if source == "-" or Path(source).suffix.lower() in TEXT_SUFFIXES:
+        yield from ({"text": record["text"]} for _, record in iter_records(source, encoding) if record["text"].strip())
+        return
+    yield from _table_texts(source, column, defaults, encoding, nested, words)
+
+
+def _table_texts(source: str, column: str | None, defaults: list[str], encoding: str, nested: str | None, words: bool) -> Iterator[dict[str, Any]]:
+    """read_texts of a table or CoNLL file: one record per row, from the column of its first row."""
+    picked = None
+    for n, record in iter_records(source, encoding):
+        if nested and isinstance(record.get(nested), dict):
+            record = {**record, **record[nested]}
+        if picked is None:
+            picked = _pick_column(source, n, record, column, defaults)
+        if picked not in record:
+            raise FtkitError(f"{source}: line/row {n} has no column '{picked}'")
+        value = record[picked]
+        if words and isinstance(value, list):
+            yield {"tokens": value}
+        else:
+            yield {"text": as_text(value, source, n)}  # a dict, list or bytes is refused, not stringified
+
+
+def _pick_column(source: str, n: int, record: dict, explicit: str | None, defaults: list[str]) -> str:
+    """The column to read: `explicit`, else the first of `defaults` the first row has."""
+    column = explicit or next((c for c in defaults if c in record), None)
+    if column is None or column not in record:  # suggest by name, or a column whose value reads as text / words
+        wanted = Roles({"text": explicit or defaults[0]}, {"text": ("text", "words")})
+        raise FtkitError(missing_column(source, n, wanted, list(record), [record]))
+    return column

@@ -9,17 +9,19 @@ and chrF for translations.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ftkit import metrics
+from ftkit.bounded import shown
 from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family, load_tokenizer
-from ftkit.tasks.common import token_batch_size, token_lengths
-from ftkit.tasks.family import Prepared
+from ftkit.models import check_family, check_max_length, load_tokenizer
+from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, text_limit
 
 AUTO_MODEL = "AutoModelForSeq2SeqLM"
@@ -101,10 +103,20 @@ def normalizer(config: RunConfig):
     return normalize
 
 
-def check_model(model_config: Any, name: str) -> None:
+def check_config(config: RunConfig) -> None:
+    """A target to learn: a target column, or a translation pair of two languages."""
+    d = config.data
+    if not d.target_column and not (d.source_lang and d.target_lang):
+        raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
+    if d.source_lang and d.source_lang == d.target_lang:
+        raise FtkitError(f"--source-lang and --target-lang are both {shown(d.source_lang)}: translation needs two languages; pass the other")
+
+
+def check_model(model_config: Any, config: RunConfig) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
-    check_family(model_config, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, "sequence to sequence generation", name)
+    check_family(model_config, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, "sequence to sequence generation", config.model)
+    check_max_length(model_config, config)
 
 
 def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
@@ -194,6 +206,11 @@ def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     return collate
 
 
+def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
+    """The model's own loss (example_id stays out of its inputs)."""
+    return model_loss(META_KEYS)
+
+
 def eval_outputs(model: Any, batch: dict) -> dict[str, Any]:
     """Generated ids (padded with -100 across processes by the loop), and the per-example sum
     and count of target-token losses, so the mean is over all tokens, not over batches."""
@@ -224,6 +241,55 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
     result["samples"] = len(texts)
     return result
+
+
+def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """Generated against reference lengths: whether generation stops short or runs on."""
+    from ftkit import plots
+
+    yield from plots.named("lengths.png", plots.length_histograms(split, scores.get("lengths")))
+
+
+# ---------------------------------------------------------------------------------- model card
+
+
+def describe(config: RunConfig, names: list[str]) -> str:
+    return "Translates a text." if config.data.source_lang else "Writes a short text (e.g. a summary or headline) from a longer one."
+
+
+def data_columns(config: RunConfig) -> str:
+    d = config.data
+    prefix = f", prefix `{d.prefix}`" if d.prefix else ""
+    if is_translation(config):
+        return f"translation {d.source_lang} -> {d.target_lang}" + prefix
+    return f"source column `{d.text_column}`, target column `{d.target_column}`" + prefix
+
+
+def hub_metrics(config: RunConfig) -> list[str]:
+    """huggingface.co/metrics ids: BLEU and chrF for a translation (or a recipe scored by them), else ROUGE."""
+    return ["bleu", "chrf"] if config.data.source_lang or config.metrics.primary in SUITE_KEYS["bleu"] else ["rouge"]
+
+
+def usage(config: RunConfig) -> Usage:
+    # transformers 5 removed the summarization and translation pipelines: the card calls generate()
+    return Usage(config.data.prefix + "Some text.", generate=True)
+
+
+def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """{"text"} records: lines, --text, or a table's source column (the run's text column, or
+    for translation the source language's, in {"translation": {...}} rows as training reads them)."""
+    default = "text" if config is None else config.data.source_lang if is_translation(config) else config.data.text_column
+    return read_texts(source, column, [default, "text", "tokens"], encoding, nested="translation")
+
+
+def input_size(record: dict[str, Any]) -> int:
+    return len(record["text"])
+
+
+def predict_defaults(options: Any, config: RunConfig) -> None:
+    """The run's input prefix (T5 task prefixes), and its pipeline tag (names the output key)."""
+    options.prefix = config.data.prefix
+    options.pipeline_tag = pipeline_tag(config)
 
 
 def predictor(model: Any, tokenizer: Any, options: Any):

@@ -10,6 +10,7 @@ sequences with seqeval.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,9 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.models import check_family, load_tokenizer
-from ftkit.tasks.common import token_batch_size, token_lengths
-from ftkit.tasks.family import Prepared
+from ftkit.models import check_family, check_max_length, load_tokenizer
+from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
 from ftkit.values import as_text, cut_note, cut_texts, text_limit
@@ -61,10 +62,21 @@ def columns(config: RunConfig) -> Roles:
     return Roles({"text": config.data.text_column, "label": config.data.label_column}, COLUMN_KINDS)
 
 
-def check_model(model_config: Any, name: str) -> None:
+def check_config(config: RunConfig) -> None:
+    """Long sentences are read in windows of max_length tokens that overlap by train.stride."""
+    t = config.train
+    if not 0 <= t.stride < t.max_length // 2:
+        raise FtkitError(
+            f"'train.stride' must be in [0, max_length/2) = [0, {t.max_length // 2}), got {t.stride}: "
+            f"windows of {t.max_length} tokens overlap by stride (e.g. --set train.stride={t.max_length // 4})"
+        )
+
+
+def check_model(model_config: Any, config: RunConfig) -> None:
     from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
 
-    check_family(model_config, MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES, "token classification", name)
+    check_family(model_config, MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES, "token classification", config.model)
+    check_max_length(model_config, config)
 
 
 def normalizer(config: RunConfig):
@@ -240,6 +252,11 @@ def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     return collate
 
 
+def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
+    """The model's own loss (word_index and example_id stay out of its inputs)."""
+    return model_loss(META_KEYS)
+
+
 # ---------------------------------------------------------------------------------- model
 
 
@@ -298,6 +315,31 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     return result
 
 
+def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """F1 per entity type: which kinds of entity the model finds."""
+    from ftkit import plots
+
+    yield from plots.named("entity_f1.png", plots.entity_f1(split, scores.get("per_type")))
+
+
+# ---------------------------------------------------------------------------------- model card
+
+HUB_METRICS = ["seqeval", "f1", "precision", "recall"]  # huggingface.co/metrics ids
+data_columns = classification.data_columns  # a text (words) column and a label (tags) column
+
+
+def describe(config: RunConfig, names: list[str]) -> str:
+    return f"Tags the entities in a text (types: {', '.join(names)})." if names else "Tags the entities in a text."
+
+
+def hub_metrics(config: RunConfig) -> list[str]:
+    return list(HUB_METRICS)
+
+
+def usage(config: RunConfig) -> Usage:
+    return Usage("Angela Merkel met Emmanuel Macron in Paris.", ', aggregation_strategy="first"')
+
+
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
     kinds = sorted({parse_tag(n)[1] for n in names if n != "O"})  # type: ignore[type-var]
     sample = metrics.entities([[f"B-{k}" for k in kinds] or ["O"]], [[f"B-{k}" for k in kinds] or ["O"]])
@@ -312,6 +354,23 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------- predict
+
+
+def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
+    """{"text"} records (lines, --text, a "text" column), tagged as entities in the text; or
+    {"tokens"} records from a table's or CoNLL file's words column (the run's, else "tokens")."""
+    words_column = config.data.text_column if config else CONVENTIONAL_COLUMNS["text"]
+    return read_texts(source, column, ["text", words_column], encoding, words=True)
+
+
+def input_size(record: dict[str, Any]) -> int:
+    return len(record["tokens"] if "tokens" in record else record["text"])
+
+
+def predict_defaults(options: Any, config: RunConfig) -> None:
+    """Windows over long inputs overlap as in training, unless --stride says otherwise."""
+    if options.stride is None:
+        options.stride = config.train.stride
 
 
 def predictor(model: Any, tokenizer: Any, options: Any):
