@@ -20,7 +20,7 @@ from ftkit.checkpoints import Plan, StopRequest, TrainState
 from ftkit.config import RunConfig
 from ftkit.errors import FtkitError
 from ftkit.progress import Reporter
-from ftkit.tasks.family import Loss, Prepared
+from ftkit.tasks.family import Family, Loss, Prepared
 
 
 @dataclass(eq=False, repr=False)  # no repr: it would print the model
@@ -31,7 +31,7 @@ class Run:
     out: Path
     reporter: Reporter
     accelerator: Any
-    task: Any  # the family module (ftkit.tasks.family.Family)
+    task: Family  # the family module
     processor: Any  # the tokenizer (or processor) saved with the model
     prepared: Prepared
     model: Any  # prepared by accelerate (DDP-wrapped under several processes)

@@ -44,7 +44,16 @@ def ftkit(*args, processes: int = 1) -> subprocess.CompletedProcess:
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", free_port(), "-m", "ftkit"]
-    done = subprocess.run([*cmd, *map(str, args)], env=env(), capture_output=True, text=True, timeout=600)
+    # Its own process group: on a timeout every rank goes with the launcher, none is left running
+    # (and holding the CPU) for the rest of the suite.
+    proc = subprocess.Popen([*cmd, *map(str, args)], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after 600 s: {' '.join(map(str, args))}\n{err[-3000:]}") from None
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
