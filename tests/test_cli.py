@@ -118,6 +118,11 @@ def test_predict_inputs(runs, cli, tmp_path, monkeypatch):
     code, _, err = cli("predict", runs["bert"], csv_file)
     assert code == 2 and "review" in err and "--text-column" in err
 
+    words = write_jsonl(tmp_path / "words.jsonl", [{"text": ["a", "list", "of", "words"]}])  # words, for a classifier
+    code, out, err = cli("predict", runs["bert"], words)
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert "line/row 1: the text is a list, not text" in err and "token-classification" in err
+
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
     code, out, _ = cli("predict", runs["bert"] / "model", "-")
     assert code == 0 and [json.loads(l)["text"] for l in out.splitlines()] == texts
