@@ -72,7 +72,8 @@ def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: 
 
     plots = write_plots(out, config, results)
     limit = max_positions(model.config)
-    if limit and tokenizer.model_max_length > limit:  # else pipeline() may feed more than it reads
+    # else pipeline() may feed more than it reads; an image or speech processor has no such length
+    if limit and getattr(tokenizer, "model_max_length", 0) > limit:
         tokenizer.model_max_length = limit
     if config.lora.enabled:
         adapter_card = card.render(config, results, command, pipeline_tag, plots, adapter=True)

@@ -51,6 +51,7 @@ class DataConfig:
     text_column: str = "text"  # token classification: the column with each sentence's words
     text_pair_column: str | None = None  # second text for pair tasks (NLI, paraphrase)
     label_column: str = "label"  # token classification: the column with one IOB tag per word
+    image_column: str = "image"  # image classification: image paths (relative to the file) or a Hub image column
     labels: list[str] | None = None  # class (or NER tag) names in id order; integer labels index into it
     # .txt data files: conll = token ... tag per line (NER); text = documents separated by blank lines
     format: Literal["auto", "conll", "text"] = "auto"
@@ -58,6 +59,8 @@ class DataConfig:
     target_column: str | None = None  # seq2seq: the column holding the reference output
     source_lang: str | None = None  # translation: keys inside a {"translation": {...}} column
     target_lang: str | None = None
+    audio_column: str = "audio"  # speech recognition: each clip (a path relative to the data file, or a Hub audio column)
+    language: str | None = None  # speech recognition: the language spoken (multilingual Whisper's token; none for .en)
     prefix: str = ""  # prepended to every input text (T5 task prefixes)
     max_train_samples: int | None = None  # use the first N training rows (quick runs)
     max_eval_samples: int | None = None  # use the first N validation/test rows
@@ -104,6 +107,9 @@ class TrainConfig:
     # classification: weight the loss by n_samples / (n_classes * count of the class) (sklearn's
     # 'balanced'), so a rare class (spam) counts as much as a common one; null: unweighted
     class_weights: Literal["balanced"] | None = None
+    # image classification: crop-flip = a random resized crop and a horizontal flip of each
+    # training image (as transformers' run_image_classification does); none = the images as they are
+    augment: Literal["crop-flip", "none"] = "crop-flip"
     # experiment trackers through Accelerate (tensorboard writes OUT/tensorboard); [] or none: none
     report_to: list[Tracker] = field(default_factory=list)
 

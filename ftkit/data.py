@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.config import DataConfig
-from ftkit.datafile import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
+from ftkit.datafile import AUDIO_SUFFIXES, CONLL_SUFFIXES, MEDIA_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable, text_codec
 from ftkit.bounded import shown
 from ftkit.columns import SAMPLE_ROWS, Roles, check_roles, flag, kinds_of, missing_column
 from ftkit.errors import FtkitError, first_line
@@ -200,11 +200,13 @@ def check_data(spec: Path | str, fmt: str = "auto") -> None:
         check_readable(path, TEXT_SUFFIXES if pair else data_suffixes(fmt))
 
 
-def check_local_files(data: DataConfig) -> None:
-    """Every local data file of a run, checked before any of them is read (or a model loads)."""
+def check_local_files(data: DataConfig, folders: bool = False) -> None:
+    """Every local data file of a run, checked before any of them is read (or a model loads).
+    folders: a folder is data too (a family's LOCAL_FOLDERS: its read_local checks what is inside)."""
     for split in ("train", "validation", "test"):
-        if getattr(data, split):
-            check_data(getattr(data, split), data.format)
+        spec = getattr(data, split)
+        if spec and not (folders and Path(spec).is_dir()):
+            check_data(spec, data.format)
 
 
 def _aligned_records(source: Path, target: Path, encoding: str) -> Iterator[tuple[int, dict]]:
@@ -416,7 +418,7 @@ def _first_rows(records: Iterator[tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None], normalize: Normalize | None = None) -> Split:
     """Read one split of the Hub dataset into column lists; class ids become their names."""
-    dataset = load_hub_dataset(data.dataset, data.dataset_config, split)
+    dataset = _undecoded_audio(load_hub_dataset(data.dataset, data.dataset_config, split))
     wanted = {role: name for role, name in columns.items() if name}
     source = f"Hub dataset {data.dataset} [{split}]"
     rows = list(range(1, len(dataset) + 1))
@@ -437,6 +439,17 @@ def hub_columns(data: DataConfig, split: str, columns: dict[str, str | None], no
         for role, name in wanted.items():
             out[role].append(record[name])
     return Split(out, rows, source)
+
+
+def _undecoded_audio(dataset: Any) -> Any:
+    """Audio columns as their encoded {"bytes", "path"}: the family reads them with soundfile
+    (datasets would decode them with torchcodec, which ftkit does not install)."""
+    import datasets
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Audio) and feature.decode:
+            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
+    return dataset
 
 
 def _class_names(feature: Any, values: list[Any]) -> list[Any]:
@@ -482,21 +495,25 @@ def _unreachable(name: str, err: Exception, hub_down: str | None = None) -> Ftki
 
 
 def load_splits(
-    data: DataConfig, columns: dict[str, str | None], seed: int, stratify: str | None, normalize: Normalize | None = None
+    data: DataConfig, columns: dict[str, str | None], seed: int, stratify: str | None, normalize: Normalize | None = None,
+    reader: Callable[[Path], Split | None] | None = None, folders: bool = False,
 ) -> dict[str, Split]:
     """train / validation / test columns, from local files or the Hub, carving what is missing.
 
     Local files win over the Hub dataset. A missing validation (or test, when test_fraction > 0)
     split is carved from train with the seed, stratified by `stratify` where every class allows.
+    `reader`: the family's own reading of a local path (its read_local; returning None leaves
+    the path to read_columns here); `folders`: a local path may be a folder (the reader reads it).
     """
     local = {s: getattr(data, s) for s in ("train", "validation", "test") if getattr(data, s)}
     splits: dict[str, Split] = {}
     if local:
         if "train" not in local:
             raise FtkitError("--validation/--test given without --train: pass the training file too")
-        check_local_files(data)
+        check_local_files(data, folders)
         for split, file in local.items():
-            splits[split] = read_columns(Path(file), columns, data.encoding, data.format, normalize)
+            own = reader(Path(file)) if reader is not None else None
+            splits[split] = own if own is not None else read_columns(Path(file), columns, data.encoding, data.format, normalize)
     elif data.dataset:
         for split, hub_split in (("train", data.train_split), ("validation", data.validation_split), ("test", data.test_split)):
             if hub_split:

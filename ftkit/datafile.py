@@ -20,6 +20,9 @@ from ftkit.errors import FtkitError
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 TEXT_SUFFIXES = (".txt",)
 CONLL_SUFFIXES = (".conll", ".iob")  # token per line, tag last; also .txt with --format conll
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # clips soundfile reads (speech recognition)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # images PIL reads (image classification)
+MEDIA_SUFFIXES = AUDIO_SUFFIXES + IMAGE_SUFFIXES  # files `predict` takes one by one, read by the run's family
 
 # What a path is when it is not a regular file (the folder has its own message).
 _KINDS = (

@@ -28,6 +28,8 @@ def evaluation_inputs(data_path: Path, fmt: str = "auto") -> list[Path]:
         check_readable(path, TEXT_SUFFIXES)
     if pair:
         return list(pair)
+    if data_path.is_dir():  # an audio or image folder: the family's read_local checks what it holds
+        return [data_path]
     check_readable(data_path, data_suffixes(fmt))
     return [data_path]
 
@@ -43,12 +45,14 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     evaluation_inputs(data_path, fmt)
     task, model, tokenizer = inference.load_for_inference(model_dir, run_config)
     config = _evaluation_config(model_dir, run_config, task, model, tokenizer, text_column, label_column, encoding, fmt)
-    wanted = task.columns(config)
-    explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
-    adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config), task.CONVENTIONAL_COLUMNS)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    split = read_columns(data_path, adapted, encoding, fmt, task.normalizer(config))
+    split = task.read_local(data_path, config)  # a family's own data (an audio folder), else records
+    if split is None:
+        wanted = task.columns(config)
+        explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
+        adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config), task.CONVENTIONAL_COLUMNS)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        split = read_columns(data_path, adapted, encoding, fmt, task.normalizer(config))
     for note in split.notes:
         print(f"note: {note}", file=sys.stderr)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -81,5 +85,6 @@ def _evaluation_config(
             DataConfig(), text_column=text_column or data.text_column, label_column=label_column or data.label_column,
             text_pair_column=data.text_pair_column, target_column=data.target_column, source_lang=data.source_lang,
             target_lang=data.target_lang, labels=data.labels, prefix=data.prefix, encoding=encoding, format=fmt,
+            audio_column=data.audio_column, language=data.language, image_column=data.image_column,
         ),
     )

@@ -26,10 +26,11 @@ def family_of(model_config: Any, run_config: RunConfig | None) -> str:
     if run_config is not None:
         return run_config.task
     registered = families()
-    for arch in getattr(model_config, "architectures", None) or []:
-        for name, task in registered.items():
-            if arch.endswith(task.ARCHITECTURES):
-                return name
+    # The longest matching ending wins: WhisperForConditionalGeneration is speech, not text seq2seq.
+    matches = [(len(end), name) for arch in getattr(model_config, "architectures", None) or []
+               for name, task in registered.items() for end in task.ARCHITECTURES if arch.endswith(end)]
+    if matches:
+        return max(matches, key=lambda match: match[0])[1]
     raise FtkitError(
         f"cannot tell which task this model does (architectures: {getattr(model_config, 'architectures', None)}); "
         f"ftkit predicts with: {', '.join(registered)}"
@@ -75,7 +76,8 @@ def default_max_length(model: Any, tokenizer: Any) -> int:
     """For a bare model folder: what both the tokenizer and the position embeddings allow."""
     from ftkit.models import max_positions
 
-    return min(tokenizer.model_max_length, max_positions(model.config) or 512, 512)
+    # an image or speech processor has no model_max_length: its inputs are not token sequences
+    return min(getattr(tokenizer, "model_max_length", 512), max_positions(model.config) or 512, 512)
 
 
 def processes() -> Any:

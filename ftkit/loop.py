@@ -113,6 +113,10 @@ class Run:
         """One pass over the training batches (the rest of one when resuming mid-epoch)."""
         t, state = self.config.train, self.state
         self.shuffle.manual_seed(t.seed + epoch)  # each epoch's order depends on nothing before it: resumable
+        # Features that draw per-epoch randomness of their own (image crops) are told the epoch, not
+        # left to count it: accelerate's set_epoch counts a loader's passes, and a resumed run's loaders start at 0.
+        if hasattr(self.prepared.features["train"], "start_epoch"):
+            self.prepared.features["train"].start_epoch(epoch)
         skip = state.batches if epoch == state.epoch else 0
         loader = self.accelerator.skip_first_batches(self.train_dl, skip) if skip else self.train_dl
         state.epoch, state.batches = epoch, skip

@@ -63,7 +63,7 @@ def wrap(model: Any, config: RunConfig) -> Any:
     settings, task = config.lora, get_task(config.task)
     heads = head_modules(model, task.NEW_HEAD)
     peft_config = LoraConfig(
-        task_type=TaskType[task.PEFT_TASK], r=settings.r, lora_alpha=settings.alpha,
+        task_type=TaskType[task.PEFT_TASK] if task.PEFT_TASK else None, r=settings.r, lora_alpha=settings.alpha,
         lora_dropout=settings.dropout, target_modules=target_modules(model, settings.target_modules, heads),
         modules_to_save=heads or None,
     )

@@ -74,7 +74,8 @@ def setup(config: RunConfig, out: Path, reporter: Reporter, resume: Path | None,
     t, task = config.train, get_task(config.task)
     quiet_transformers()
     source = checked_source(config, task)
-    splits = load_splits(config.data, task.columns(config), t.seed, task.STRATIFY, task.normalizer(config))
+    splits = load_splits(config.data, task.columns(config), t.seed, task.STRATIFY, task.normalizer(config),
+                         lambda path: task.read_local(path, config), task.LOCAL_FOLDERS)
     for split in splits.values():
         _say(reporter, split.notes)
     processor = task.load_processor(config.model)

@@ -21,7 +21,7 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.tasks.common import model_loss, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, token_batch_size, token_lengths
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import as_text, column_texts, cut_texts, text_limit
 
@@ -44,6 +44,8 @@ SCATTER_POINTS = 2000  # predicted/true pairs kept in metrics.json for the scatt
 PLOT = "regression_scatter.png"
 
 lengths = token_lengths
+LOCAL_FOLDERS = False  # local data are files of records
+read_local = records_read_by_ftkit
 batch_size = token_batch_size
 
 

@@ -52,12 +52,14 @@ def resolve(args: dict[str, Any]) -> tuple[RunConfig, list[str]]:
     """The recipe with flags and --set applied, checked; plus notes for the user."""
     from ftkit.data import check_local_files
     from ftkit.recipes import load_config
+    from ftkit.tasks import get_task
 
     config, _ = load_config(args["recipe"])
     config = apply_overrides(config, _overrides(args), source="command line")
     config = _absolute_model(_local_files_win(config))
-    check_local_files(config.data)  # every file, before any is read: a FIFO or a loop fails here
-    if not config.data.train:
+    folders = get_task(config.task).LOCAL_FOLDERS  # e.g. an audio folder: the family reads it
+    check_local_files(config.data, folders)  # every file, before any is read: a FIFO or a loop fails here
+    if not config.data.train or (folders and Path(config.data.train).is_dir()):
         return config, []
     return _adapt_columns(config, args)
 
@@ -102,7 +104,7 @@ def _adapt_columns(config: RunConfig, args: dict[str, Any]) -> tuple[RunConfig, 
     from ftkit.data import adapt_columns
     from ftkit.tasks import get_task
 
-    explicit = {role for role in ("text", "label") if args.get(f"{role}_column")}
+    explicit = {role for role in ("text", "label", "image") if args.get(f"{role}_column")}
     task = get_task(config.task)
     wanted = task.columns(config)
     adapted, notes = adapt_columns(

@@ -67,7 +67,7 @@ def predict(
         raise FtkitError(f"--aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'.{closest(aggregation, AGGREGATIONS)}")
     _check_resume_flags(output, resume, overwrite)
     from ftkit.runfiles import resolve_model_dir
-    from ftkit.data import CONLL_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
+    from ftkit.data import CONLL_SUFFIXES, MEDIA_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
     from ftkit.inference import files_read
     from ftkit.predict import PredictOptions, predict as run_predict
 
@@ -76,8 +76,8 @@ def predict(
     o.apply_policy(trust_remote_code, allow_pickle)
     _check_run_dir(run_dir)
     source = _predict_source(input, texts)
-    if isinstance(source, str) and source != "-":
-        check_readable(Path(source), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES)
+    if isinstance(source, str) and source != "-" and not os.path.isdir(source):  # a folder: the family's predict_inputs checks it
+        check_readable(Path(source), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES + MEDIA_SUFFIXES)
     model_dir, config = resolve_model_dir(run_dir)
     if output is not None:
         _check_output(output, [*([source] if isinstance(source, str) else []), *files_read(model_dir)])

@@ -19,6 +19,8 @@ FAMILY_MODULES = {
     "token-classification": "ftkit.tasks.tokens",
     "seq2seq": "ftkit.tasks.seq2seq",
     "causal-lm": "ftkit.tasks.causal_lm",
+    "image-classification": "ftkit.tasks.images",
+    "speech-recognition": "ftkit.tasks.speech",
 }
 
 

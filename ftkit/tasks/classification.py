@@ -13,7 +13,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
@@ -36,6 +36,8 @@ PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
 lengths = token_lengths
+LOCAL_FOLDERS = False  # local data are files of records
+read_local = records_read_by_ftkit
 batch_size = token_batch_size
 
 

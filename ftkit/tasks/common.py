@@ -22,6 +22,11 @@ def model_loss(meta_keys: tuple[str, ...]) -> Loss:
     return Loss(compute)
 
 
+def records_read_by_ftkit(path: Path, config: Any) -> None:
+    """read_local of a family whose local data are records (text): ftkit.data reads them."""
+    return None
+
+
 def token_batch_size(batch: dict[str, Any]) -> int:
     """Rows of a tokenized batch."""
     return batch["input_ids"].shape[0]

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # typing only: importing a family must stay cheap (no torch at `--help`)
+    from pathlib import Path
+
     from ftkit.columns import Roles
     from ftkit.config import RunConfig
     from ftkit.data import Split
@@ -30,7 +32,10 @@ class Prepared:
     sequences, reference texts, a tokenizer to decode with) and only the family reads it.
     """
 
-    features: dict[str, Any]  # split -> datasets.Dataset the collator batches
+    # split -> datasets.Dataset the collator batches (or any map-style dataset with a "labels"
+    # column). One with start_epoch(epoch) (train) is told each epoch before its batches are drawn, so
+    # randomness it draws per example (image crops) follows from (seed, epoch, row): a resumed run draws alike
+    features: dict[str, Any]
     names: list[str] = field(default_factory=list)  # class or tag names in id order; [] when the family has none
     notes: list[str] = field(default_factory=list)  # one line each, said before training
     extra: Any = None
@@ -66,7 +71,7 @@ class Family(Protocol):
     # --- what it is
     AUTO_MODEL: str  # the transformers Auto class its models load with
     ARCHITECTURES: tuple[str, ...]  # architecture-name endings of a bare model folder it serves ("ForTokenClassification")
-    PEFT_TASK: str  # PEFT's TaskType name for LoRA ("SEQ_CLS", "CAUSAL_LM", ...)
+    PEFT_TASK: str  # PEFT's TaskType name for LoRA ("SEQ_CLS", "CAUSAL_LM", ...); "": none (a plain PeftModel)
     NEW_HEAD: bool  # the model gets a newly initialised head: under LoRA it trains in full (modules_to_save)
     CLASS_WEIGHTS: bool  # whether `train.class_weights` applies (training_loss weighs classes)
     GGUF: bool  # whether --model may be a .gguf file (loaded by transformers)
@@ -77,12 +82,19 @@ class Family(Protocol):
     META_KEYS: tuple[str, ...]  # batch keys gathered for metrics but never given to the model
     CONVENTIONAL_COLUMNS: dict[str, str]  # role -> the column name local files usually use
     COLUMN_KINDS: dict[str, Any]  # role -> what its column holds (ftkit.columns.KINDS)
+    LOCAL_FOLDERS: bool  # a --train/--validation/--test path may be a folder (read_local reads it)
 
     def pipeline_tag(self, config: RunConfig) -> str:
         """The pipeline() task the saved model serves."""
 
     def columns(self, config: RunConfig) -> Roles:
         """Role -> column name of the data it reads, carrying COLUMN_KINDS."""
+
+    def read_local(self, path: Path, config: RunConfig) -> Split | None:
+        """A local data path read the family's own way (a folder of clips or images, a table whose
+        column names media files, each checked readable: one that is not is a one-line error naming
+        it, before training), or None: ftkit.data reads it as records (text families:
+        ftkit.tasks.common.records_read_by_ftkit)."""
 
     def normalizer(self, config: RunConfig) -> Callable[[dict], dict] | None:
         """None, or a function rewriting each raw record before its columns are read."""

@@ -20,7 +20,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
@@ -39,6 +39,8 @@ PEFT_TASK = "TOKEN_CLS"
 NEW_HEAD = True  # the tagger's head is new: under LoRA it trains in full
 CLASS_WEIGHTS = False
 lengths = token_lengths
+LOCAL_FOLDERS = False  # local data are files of records
+read_local = records_read_by_ftkit
 batch_size = token_batch_size
 
 
