@@ -195,6 +195,58 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def build_vit(folder: Path, size: int = 32) -> Path:
+    """A random ViT for `size`-pixel images with a 2-class head (a run replaces it with its
+    labels) and its image processor, as save_pretrained writes them."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=size, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, num_labels=2)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
+WHISPER_WORDS = "the cat sat on a mat dog ran far away hello world".split()
+
+
+def build_whisper(folder: Path, seconds: int = 2) -> Path:
+    """A tiny random Whisper folder as save_pretrained writes one (model, generation config,
+    processor): d_model 32, 2 + 2 layers, a byte-level BPE trained on a few words with Whisper's
+    special tokens, and a feature extractor whose window is `seconds` long (not 30: the encoder
+    reads 100 frames a second, so a step takes milliseconds)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(WHISPER_WORDS)] * 20, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
+    raw = folder.parent / "bpe"
+    raw.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(raw))
+    tokenizer = WhisperTokenizer(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"), pad_token="<|endoftext|>")
+    specials = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ["<|endoftext|>", *specials]}
+    eot, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=50 * seconds, max_target_positions=64,
+        decoder_start_token_id=start, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    # As an English-only checkpoint's: start, no-timestamps, then the text (no language or task token).
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=start, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot, no_timestamps_token_id=ids["<|notimestamps|>"],
+        is_multilingual=False, max_length=64,
+    )
+    model.save_pretrained(folder)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80, chunk_length=seconds), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def _save(folder: Path, model, tokenizer) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import build_vit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,17 +52,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
-    """A random ViT for 32x32 images with a 2-class head (replaced by the run's 3 classes) and
-    its image processor, as save_pretrained writes them."""
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(image_size=SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, num_labels=2)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
-    return folder
+    return build_vit(tmp_path_factory.mktemp("tiny-vit"), SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -13,47 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import build_whisper
 
 pytest.importorskip("soundfile")
 pytest.importorskip("jiwer")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORDS = "the cat sat on a mat dog ran far away hello world".split()
 RATE = 8000  # the WAVs' rate: the feature extractor's is 16000, so every clip is resampled
-
-
-def build_whisper(folder: Path) -> Path:
-    """A tiny random Whisper folder as save_pretrained writes one (model, generation config, processor)."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>"])
-    raw = folder.parent / "bpe"
-    raw.mkdir(parents=True, exist_ok=True)
-    bpe.save_model(str(raw))
-    tokenizer = WhisperTokenizer(vocab=str(raw / "vocab.json"), merges=str(raw / "merges.txt"), pad_token="<|endoftext|>")
-    specials = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
-    tokenizer.add_special_tokens({"additional_special_tokens": specials})
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ["<|endoftext|>", *specials]}
-    eot, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
-    config = WhisperConfig(
-        vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=100, max_target_positions=64,
-        decoder_start_token_id=start, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, suppress_tokens=[], begin_suppress_tokens=[],
-    )
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config)
-    # As an English-only checkpoint's: start, no-timestamps, then the text (no language or task token).
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=start, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot, no_timestamps_token_id=ids["<|notimestamps|>"],
-        is_multilingual=False, max_length=64,
-    )
-    model.save_pretrained(folder)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80, chunk_length=2), tokenizer=tokenizer).save_pretrained(folder)
-    return folder
 
 
 def write_tone(path: Path, hz: float, seconds: float, channels: int = 1) -> Path:
