@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ftkit.tasks.family import Family
 
 DPI = 100
+COMMON = ("loss.png", "metric.png")  # every run's plots; a family's are its PLOTS
 ANNOTATE_MAX = 20  # above this many classes, counts in the cells would be unreadable
 
 
@@ -48,10 +49,15 @@ def write_plots(
         finally:
             fig.clear()  # free its artists now, not at some later garbage collection
         written.append((name, caption))
-    kept = {name for name, _ in written}
-    for stale in folder.glob("*.png"):  # an earlier run's plot would mislead; plots/ holds the run's plots only
-        if stale.name not in kept and not stale.is_dir():
-            stale.unlink(missing_ok=True)
+    # An earlier run's plot that this one could not draw would mislead: removed. Only names some
+    # run writes (the common ones, any registered family's PLOTS, this run's): a file the user put
+    # in plots/ is theirs.
+    from ftkit.tasks import families
+
+    ours = {*COMMON, *(name for each in families().values() for name in each.PLOTS), *(family.PLOTS if family is not None else ())}
+    for name in ours - {name for name, _ in written}:
+        if (folder / name).is_file() and not (folder / name).is_symlink():
+            (folder / name).unlink()
     return written
 
 
@@ -60,8 +66,8 @@ def figures(
 ) -> Iterator[tuple[str, str, Figure]]:
     """(file name, caption, figure) for each plot the data allows, drawn one at a time: the
     training curves, then `family`'s plots of the final split."""
-    yield from named("loss.png", _loss(log))
-    yield from named("metric.png", _metric(log, _split(results, "test"), primary, greater_is_better))
+    yield from named(COMMON[0], _loss(log))
+    yield from named(COMMON[1], _metric(log, _split(results, "test"), primary, greater_is_better))
     if family is not None:
         yield from _final_figures(family, results)
 

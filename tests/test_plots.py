@@ -399,6 +399,37 @@ def test_an_earlier_runs_plots_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", *(name for name, _ in written)])  # other files stay
 
 
+def test_a_users_own_png_in_plots_is_never_removed(tmp_path):
+    """plots/ may hold a picture the user put there: a run replaces or removes only the names a
+    run writes (the common plots and each family's PLOTS), whatever this run could draw."""
+    (tmp_path / "my-diagram.png").write_bytes(b"\x89PNG mine")
+    (tmp_path / "confusion_matrix.png").write_bytes(b"\x89PNG an earlier run's")
+    written = write_plots(tmp_path, *causal_lm_run(), "perplexity", greater_is_better=False, family=CLM)
+    assert (tmp_path / "my-diagram.png").read_bytes() == b"\x89PNG mine"
+    assert not (tmp_path / "confusion_matrix.png").exists()  # some family's plot this run did not draw
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["my-diagram.png", *(name for name, _ in written)])
+
+
+def test_each_family_draws_only_the_plots_it_declares():
+    """The names a family's figures() passes to plots.named are its PLOTS (write_plots removes a
+    stale plot by those names only)."""
+    import ast
+    import inspect
+
+    from ftkit.tasks import families
+
+    for name, family in families().items():
+        source = inspect.getsource(family)
+        tree = ast.parse(source)
+        drawn = {
+            ast.unparse(call.args[0]) for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and ast.unparse(call.func).endswith("named") and call.args
+        }
+        declared = {f"PLOTS[{i}]" for i in range(len(family.PLOTS))} | {repr(p) for p in family.PLOTS}
+        assert drawn <= declared, (name, drawn, family.PLOTS)
+        assert all(p.endswith(".png") for p in family.PLOTS)
+
+
 # --- how it draws: no global state, light import
 
 

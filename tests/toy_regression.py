@@ -42,6 +42,7 @@ COLUMN_KINDS = {"text": "text", "label": "labels"}  # ftkit.columns.KINDS has no
 METRIC_KEYS = ("mse", "mae", "pearson", "loss", "samples")
 SCATTER_POINTS = 2000  # predicted/true pairs kept in metrics.json for the scatter plot
 PLOT = "regression_scatter.png"
+PLOTS = (PLOT,)  # what figures() draws into plots/
 
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records

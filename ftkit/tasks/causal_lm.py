@@ -42,6 +42,7 @@ ARCHITECTURES = ("ForCausalLM", "LMHeadModel")  # LMHeadModel: GPT2LMHeadModel
 PEFT_TASK = "CAUSAL_LM"
 NEW_HEAD = False  # the pretrained LM head is kept
 CLASS_WEIGHTS = False
+PLOTS: tuple[str, ...] = ()  # figures() draws none
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records
 read_local = records_read_by_ftkit

@@ -35,6 +35,7 @@ ARCHITECTURES = ("ForSequenceClassification",)  # a bare model folder's architec
 PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
+PLOTS = ("confusion_matrix.png",)  # what figures() draws into plots/
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records
 read_local = records_read_by_ftkit
@@ -317,7 +318,7 @@ def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]
     """The confusion matrix: which classes the model takes for which."""
     from ftkit import plots
 
-    yield from plots.named("confusion_matrix.png", plots.confusion_matrix(split, scores.get("confusion_matrix")))
+    yield from plots.named(PLOTS[0], plots.confusion_matrix(split, scores.get("confusion_matrix")))
 
 
 # ---------------------------------------------------------------------------------- model card

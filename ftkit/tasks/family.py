@@ -137,8 +137,12 @@ class Family(Protocol):
     def compute_metrics(self, gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
         """Metrics of a split from everything gathered."""
 
+    # File names figures() may write into plots/: with the common ones, the only files there a
+    # run replaces or removes (a user's own PNG beside them is theirs)
+    PLOTS: tuple[str, ...]
+
     def figures(self, split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
-        """(file name, caption, matplotlib Figure) of the plots beyond the common ones."""
+        """(file name, caption, matplotlib Figure) of the plots beyond the common ones, named in PLOTS."""
 
     # --- predict
     def predict_inputs(self, source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:

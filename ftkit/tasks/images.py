@@ -54,6 +54,7 @@ training_loss = classification.training_loss
 eval_outputs = classification.eval_outputs
 compute_metrics = classification.compute_metrics
 figures = classification.figures
+PLOTS = classification.PLOTS
 HUB_METRICS = classification.HUB_METRICS
 
 

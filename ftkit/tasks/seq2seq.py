@@ -42,6 +42,7 @@ ARCHITECTURES = ("ForConditionalGeneration", "MTModel")  # MTModel: MarianMTMode
 PEFT_TASK = "SEQ_2_SEQ_LM"
 NEW_HEAD = False  # the pretrained LM head is kept
 CLASS_WEIGHTS = False
+PLOTS = ("lengths.png",)  # what figures() draws into plots/
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records
 read_local = records_read_by_ftkit
@@ -249,7 +250,7 @@ def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]
     """Generated against reference lengths: whether generation stops short or runs on."""
     from ftkit import plots
 
-    yield from plots.named("lengths.png", plots.length_histograms(split, scores.get("lengths")))
+    yield from plots.named(PLOTS[0], plots.length_histograms(split, scores.get("lengths")))
 
 
 # ---------------------------------------------------------------------------------- model card

@@ -38,6 +38,7 @@ ARCHITECTURES = ("ForSpeechSeq2Seq", "WhisperForConditionalGeneration", "Speech2
 PEFT_TASK = ""
 NEW_HEAD = False  # the pretrained decoder and its LM head are kept
 CLASS_WEIGHTS = False
+PLOTS = ("lengths.png",)  # what figures() draws into plots/
 GGUF = False
 LOCAL_MODEL = (
     "pass a local folder: --model /path/to/whisper (one save_pretrained wrote, with its processor); offline, "
@@ -274,7 +275,7 @@ def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]
     """Generated against reference lengths (words): whether transcripts stop short or run on."""
     from ftkit import plots
 
-    yield from plots.named("lengths.png", plots.length_histograms(split, scores.get("lengths")))
+    yield from plots.named(PLOTS[0], plots.length_histograms(split, scores.get("lengths")))
 
 
 # ---------------------------------------------------------------------------------- predict

@@ -38,6 +38,7 @@ ARCHITECTURES = ("ForTokenClassification",)
 PEFT_TASK = "TOKEN_CLS"
 NEW_HEAD = True  # the tagger's head is new: under LoRA it trains in full
 CLASS_WEIGHTS = False
+PLOTS = ("entity_f1.png",)  # what figures() draws into plots/
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records
 read_local = records_read_by_ftkit
@@ -321,7 +322,7 @@ def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]
     """F1 per entity type: which kinds of entity the model finds."""
     from ftkit import plots
 
-    yield from plots.named("entity_f1.png", plots.entity_f1(split, scores.get("per_type")))
+    yield from plots.named(PLOTS[0], plots.entity_f1(split, scores.get("per_type")))
 
 
 # ---------------------------------------------------------------------------------- model card
