@@ -90,11 +90,12 @@ def _scores(scores: dict, primary: str) -> list[tuple[str, float]]:
 def intended_use(config: RunConfig, scores: dict, section: str, adapter: bool) -> list[str]:
     """What the model does, for which data, and what was not checked."""
     names = list(scores.get("per_class") or scores.get("per_type") or [])  # the classes or entity types scored
-    does = get_task(config.task).describe(config, names)
+    family = get_task(config.task)
+    does, use = family.describe(config, names), family.usage(config)
     lines = [
         f"{does} It learned from the data below and was scored on its {section} split only: expect these "
-        "numbers on text like that data, and measure it on yours before relying on it "
-        "(`ftkit evaluate RUN_DIR --data your.jsonl`).",
+        f"numbers on {use.inputs} like that data, and measure it on yours before relying on it "
+        f"(`ftkit evaluate RUN_DIR --data {use.eval_data}`).",
         "",
         "Not checked: other domains or languages, robustness to adversarial input, and biases the base model "
         "or the data carry. Do not use it for decisions about people without such checks.",
@@ -120,7 +121,8 @@ def training_lines(config: RunConfig, train: dict) -> list[str]:
     hp: dict[str, Any] = {
         "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps, "learning_rate": t.learning_rate,
-        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio, "max_length": t.max_length,
+        "weight_decay": t.weight_decay, "warmup_ratio": t.warmup_ratio,
+        **{key: getattr(t, key) for key in get_task(config.task).usage(config).limits},  # what bounds its inputs
         "seed": t.seed, "mixed_precision": t.mixed_precision, "class_weights": t.class_weights,
         "early_stopping_patience": t.early_stopping_patience,
     }

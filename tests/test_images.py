@@ -120,6 +120,8 @@ def test_learns_the_colours_and_reports_class_metrics(run):
     assert (run / "model" / "preprocessor_config.json").is_file()
     card = (run / "model" / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: image-classification" in card and "Classifies an image into one of: blue, green, red." in card
+    # in an image model's terms: no token length (the processor sizes images), images to evaluate on
+    assert "max_length" not in card and "numbers on images like that data" in card and "--data your-images/" in card
 
 
 def test_predict_over_a_folder_in_order_agrees_with_metrics_and_pipeline(run, folders, cli, tmp_path):

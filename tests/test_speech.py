@@ -121,6 +121,10 @@ def test_finetunes_on_an_audio_folder_and_scores_wer_and_cer(run):
     assert (run / "plots" / "lengths.png").is_file()
     card = (run / "model" / "README.md").read_text(encoding="utf-8")
     assert "automatic-speech-recognition" in card and "lower-cased, punctuation stripped" in card and "- wer" in card
+    # in a speech model's terms: the folders' columns as read, no text-input length, clips to evaluate on
+    assert "audio folders: metadata's `file_name` and `transcription` columns" in card
+    assert "- max_target_length: 32" in card and "max_length:" not in card.replace("max_target_length", "")
+    assert "numbers on speech like that data" in card and "--data your-clips/" in card
 
 
 def test_predict_over_a_folder_keeps_input_order(run, folders, cli, tmp_path):

@@ -41,9 +41,14 @@ def read_folder(folder: Path, text_column: str, encoding: str) -> Split:
             f"{folder}: no metadata.csv{clips}; an audio folder lists its clips in metadata.csv with the columns "
             f"{FILE_COLUMN},transcription (the audiofolder convention), or pass a csv/jsonl with an audio column"
         )
+    return read_table(metadata, {"audio": FILE_COLUMN, "target": text_column_of(metadata, text_column, encoding)}, encoding)
+
+
+def text_column_of(metadata: Path, text_column: str, encoding: str) -> str:
+    """The transcription column of an audio folder's metadata: `text_column` where it has one,
+    else the convention's `transcription`."""
     first = next(iter_records(metadata, encoding), (0, {}))[1]
-    column = text_column if text_column in first or "transcription" not in first else "transcription"
-    return read_table(metadata, {"audio": FILE_COLUMN, "target": column}, encoding)
+    return text_column if text_column in first or "transcription" not in first else "transcription"
 
 
 def read_table(path: Path, columns: dict[str, str | None], encoding: str, fmt: str = "auto") -> Split:

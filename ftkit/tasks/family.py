@@ -58,11 +58,16 @@ class Loss:
 class Usage:
     """How the model card shows the saved model at work: `example` is an input; `pipeline_args`
     extra pipeline() arguments (', aggregation_strategy="first"'); `generate`: the card shows
-    AUTO_MODEL + generate() instead of pipeline() (transformers 5 has no pipeline for it)."""
+    AUTO_MODEL + generate() instead of pipeline() (transformers 5 has no pipeline for it).
+    `inputs` names what it reads ("text", "images", "speech"), `eval_data` what `ftkit evaluate
+    --data` takes, `limits` the train settings that bound what it read (shown with the others)."""
 
     example: str
     pipeline_args: str = ""
     generate: bool = False
+    inputs: str = "text"
+    eval_data: str = "your.jsonl"
+    limits: tuple[str, ...] = ("max_length",)
 
 
 class Family(Protocol):

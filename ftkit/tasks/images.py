@@ -390,4 +390,4 @@ def hub_metrics(config: RunConfig) -> list[str]:
 
 
 def usage(config: RunConfig) -> Usage:
-    return Usage("photo.jpg")
+    return Usage("photo.jpg", inputs="images", eval_data="your-images/", limits=())  # the processor sizes images

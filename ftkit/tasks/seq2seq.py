@@ -275,7 +275,7 @@ def hub_metrics(config: RunConfig) -> list[str]:
 
 def usage(config: RunConfig) -> Usage:
     # transformers 5 removed the summarization and translation pipelines: the card calls generate()
-    return Usage(config.data.prefix + "Some text.", generate=True)
+    return Usage(config.data.prefix + "Some text.", generate=True, limits=("max_length", "max_target_length"))
 
 
 def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:

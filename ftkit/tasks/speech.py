@@ -99,7 +99,7 @@ def check_model(model_config: Any, config: RunConfig) -> None:
     check_family(model_config, MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES, "speech recognition", config.model)
     limit = getattr(model_config, "max_target_positions", None)
     if limit and config.train.max_target_length > limit:
-        raise FtkitError(f"train.max_target_length {config.train.max_target_length} is beyond what '{config.model}' can write ({limit} tokens); use <= {limit}")
+        raise FtkitError(f"train.max_target_length {config.train.max_target_length} is beyond what '{config.model}' can write ({limit} tokens); use <= {limit}: --set train.max_target_length={limit}")
 
 
 def load_processor(source: str) -> Any:
@@ -324,7 +324,13 @@ def describe(config: RunConfig, names: list[str]) -> str:
 
 def data_columns(config: RunConfig) -> str:
     d = config.data
-    return f"audio column `{d.audio_column}` (local data: an audio folder's metadata.csv `file_name`), transcription column `{d.target_column or 'transcription'}`"
+    target = d.target_column or "transcription"
+    folder = Path(d.train) if d.train else None
+    if folder is not None and folder.is_dir():  # as read_folder read it
+        metadata = next((folder / name for name in audio.METADATA if (folder / name).is_file()), None)
+        column = audio.text_column_of(metadata, target, d.encoding) if metadata else target
+        return f"audio folders: metadata's `{audio.FILE_COLUMN}` and `{column}` columns"
+    return f"audio column `{d.audio_column}`, transcription column `{target}`"
 
 
 def hub_metrics(config: RunConfig) -> list[str]:
@@ -332,4 +338,4 @@ def hub_metrics(config: RunConfig) -> list[str]:
 
 
 def usage(config: RunConfig) -> Usage:
-    return Usage("clip.wav")  # pipeline() reads a file path with ffmpeg, or takes {"raw": samples, "sampling_rate": rate}
+    return Usage("clip.wav", inputs="speech", eval_data="your-clips/", limits=("max_target_length",))  # pipeline() reads a file path with ffmpeg, or takes {"raw": samples, "sampling_rate": rate}
