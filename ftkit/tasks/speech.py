@@ -184,12 +184,11 @@ def load_model(source: str, prepared: Prepared, processor: Any, config: RunConfi
     from transformers import AutoModelForSpeechSeq2Seq
 
     from ftkit.models import load_pretrained
+    from ftkit.tasks.seq2seq import apply_generation
 
     model = load_pretrained(AutoModelForSpeechSeq2Seq, source)
-    g, gen = config.generation, model.generation_config
-    gen.num_beams, gen.max_new_tokens, gen.do_sample, gen.max_length = g.num_beams, g.max_new_tokens, g.do_sample, None
-    if g.do_sample:
-        gen.temperature, gen.top_p = g.temperature, g.top_p
+    apply_generation(model, config)  # the recipe's decoding, as for text seq2seq
+    gen = model.generation_config
     gen.forced_decoder_ids = None  # the prompt comes from language/task (as run_speech_recognition_seq2seq sets it)
     lang = language(config)
     if lang:  # evaluation, predict and pipeline() on the saved model all transcribe in this language
