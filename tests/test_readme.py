@@ -32,13 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, build_vit, build_whisper
 
 README = ROOT / "README.md"
 EXAMPLES = ROOT / "examples"
 OFFLINE = "### Fully offline"  # the heading of the walkthrough a new user pastes first
+IMAGES = "## Image classification"  # the sections whose blocks train on examples/images, examples/speech
+SPEECH = "## Speech recognition"
 SHELL_STOPS = {">", ">>", "<", "|", "||", "&&", ";", "2>", "&>"}
-TINY = {"seq2seq": "t5", "causal-lm": "gpt2"}  # recipe task -> tiny_models key; others: bert
+# recipe task -> key of family_models (tiny_models + the two below); others: bert
+TINY = {"seq2seq": "t5", "causal-lm": "gpt2", "image-classification": "vit", "speech-recognition": "whisper"}
 TINY_POSITIONS = 128  # what the tiny BERT and GPT-2 read: a longer --max-length is refused
 SHARED = ROOT.parent / "shared"
 
@@ -140,9 +143,20 @@ def readme_commands() -> list[Command]:
 COMMANDS = readme_commands()
 
 
+@pytest.fixture(scope="module")
+def family_models(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """tiny_models plus a tiny ViT and Whisper for the image and speech blocks. The Whisper hears
+    4 s windows (the example clips last up to 3.7 s: a longer one would be skipped) and writes
+    448 tokens as real Whisper does (the speech recipe keeps 225 target tokens and generates 225);
+    the 32-pixel ViT takes the recipe's 224-pixel data alike: its image processor resizes."""
+    root = tmp_path_factory.mktemp("family-models")
+    return {**tiny_models, "vit": build_vit(root / "vit"), "whisper": build_whisper(root / "whisper" / "model", seconds=4, target_positions=448)}
+
+
 def test_readme_has_the_commands_this_file_checks():
-    offline = [c for c in COMMANDS if c.section.startswith(OFFLINE)]
-    assert [c.argv[0] for c in offline] == ["finetune", "predict", "evaluate"], offline
+    for section in (OFFLINE, IMAGES, SPEECH):
+        found = [c for c in COMMANDS if c.section.startswith(section)]
+        assert [c.argv[0] for c in found] == ["finetune", "predict", "evaluate"] and all(c.fenced for c in found), found
     assert len(COMMANDS) >= 20 and all(c.argv for c in COMMANDS)
 
 
@@ -263,7 +277,7 @@ def cached(model_id: str) -> bool:
     return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
 
 
-def test_readme_commands_run_in_order(tiny_models, tmp_path, monkeypatch, cli):
+def test_readme_commands_run_in_order(family_models, tmp_path, monkeypatch, cli):
     """Every ```bash command, in README order, in a fresh clone-like folder (see the top)."""
     root = sandbox(tmp_path)
     monkeypatch.chdir(root)
@@ -271,7 +285,7 @@ def test_readme_commands_run_in_order(tiny_models, tmp_path, monkeypatch, cli):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     results, failures = {}, []
     for command in (c for c in COMMANDS if c.fenced):
-        plan, argv = planned(command, tiny_models)
+        plan, argv = planned(command, family_models)
         if command.stdin is not None:
             monkeypatch.setattr("sys.stdin", io.StringIO(command.stdin + "\n"))
         code, out, err = cli(*argv) if not plan.startswith("skip") else (None, "", "")
@@ -299,6 +313,50 @@ def test_readme_commands_run_in_order(tiny_models, tmp_path, monkeypatch, cli):
     assert [l["text"] for l in lines] == reviews and {l["label"] for l in lines} <= {"negative", "positive"}
     accuracy_row = results[evaluate.line][2].split("accuracy", 1)[1].splitlines()[0]
     assert f"{metrics['test']['accuracy']:.4f}" in accuracy_row
+    check_images_block(root, results)
+    check_speech_block(root, results)
+
+
+def check_images_block(root: Path, results: dict) -> None:
+    """What "Image classification" promises: the run scored every test image, `predict` writes
+    one {"file", "label", "score"} line per image of the folder (sorted, as named on the command
+    line) with a label of the training folders, `evaluate` prints the test accuracy."""
+    finetune, predict, evaluate = [c for c in COMMANDS if c.section.startswith(IMAGES)]
+    metrics = json.loads((root / option(finetune.argv, "--output-dir", "-o") / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == len(list((root / option(finetune.argv, "--test")).glob("*/*.png")))
+    images = [str(p.relative_to(root)) for p in sorted((root / predict.argv[2]).rglob("*.png"))]
+    labels = {p.name for p in (root / option(finetune.argv, "--train")).iterdir()}
+    lines = [json.loads(l) for l in results[predict.line][2].splitlines()]
+    assert [l["file"] for l in lines] == images and len(images) >= 2, lines
+    assert all(set(l) == {"file", "label", "score"} and l["label"] in labels and 0 <= l["score"] <= 1 for l in lines), lines
+    assert_metric_printed(results[evaluate.line][2], "accuracy", metrics["test"]["accuracy"])
+
+
+def check_speech_block(root: Path, results: dict) -> None:
+    """What "Speech recognition" promises: the run scored every test clip, `predict` writes one
+    {"file", "text"} line per clip in the folder's metadata.csv order, `evaluate` prints the WER."""
+    finetune, predict, evaluate = [c for c in COMMANDS if c.section.startswith(SPEECH)]
+    metrics = json.loads((root / option(finetune.argv, "--output-dir", "-o") / "metrics.json").read_text())
+    assert metrics["test"]["samples"] == len(metadata(root / option(finetune.argv, "--test")))
+    clips = [str(Path(predict.argv[2]) / row["file_name"]) for row in metadata(root / predict.argv[2])]
+    lines = [json.loads(l) for l in results[predict.line][2].splitlines()]
+    assert [l["file"] for l in lines] == clips and len(clips) >= 2, lines
+    assert all(set(l) == {"file", "text"} and isinstance(l["text"], str) for l in lines), lines
+    assert_metric_printed(results[evaluate.line][2], "wer", metrics["test"]["wer"])
+
+
+def metadata(folder: Path) -> list[dict[str, str]]:
+    """An audio folder's metadata.csv rows."""
+    import csv
+
+    with open(folder / "metadata.csv", encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_metric_printed(out: str, name: str, value: float) -> None:
+    """`evaluate` printed the metric `name` with the value training wrote for the test split."""
+    rows = [line for line in out.splitlines() if re.search(rf"\b{name}\b", line)]
+    assert rows and f"{value:.4f}" in rows[0], f"{name} {value:.4f} not in evaluate's output:\n{out}"
 
 
 @pytest.mark.real

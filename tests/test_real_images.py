@@ -2,7 +2,7 @@
 Fashion-MNIST image folders moves validation accuracy well above its untrained head's.
 
 The checkpoint is the folder `shared/tools/real-models/build.sh DIR efficientnet-lite0` writes,
-found at $FTKIT_REAL_MODELS/efficientnet-lite0; the data is ../shared/datasets/fashion-mnist (1000
+found in conftest.REAL_MODELS (.real-models in the clone, or $FTKIT_REAL_MODELS); the data is ../shared/datasets/fashion-mnist (1000
 train / 300 validation 28x28 grayscale PNGs, 10 classes). Skips cleanly when either is absent.
 
 CPU cost: at Lite0's 224 x 224 one step of 32 images takes ~30 s here, so the test copies the
@@ -13,12 +13,11 @@ folder with its image processor set to 64 x 64 (a convolutional network reads an
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
+from conftest import SHARED, real_model
 
 pytestmark = pytest.mark.real
 
@@ -29,9 +28,7 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory) -> Path:
     """The built Lite0 folder, copied with its processor at SIDE x SIDE."""
-    built = Path(os.environ.get("FTKIT_REAL_MODELS", "/nonexistent")) / "efficientnet-lite0"
-    if not (built / "config.json").is_file():
-        pytest.skip("set FTKIT_REAL_MODELS to a folder where shared/tools/real-models/build.sh built efficientnet-lite0")
+    built = real_model("efficientnet-lite0")
     folder = tmp_path_factory.mktemp("lite0") / "efficientnet-lite0"
     shutil.copytree(built, folder)
     processor = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))

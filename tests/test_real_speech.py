@@ -3,17 +3,16 @@ voices of ../shared/datasets/speech-synth, transcribes its held-out validation c
 zero-shot (WER down).
 
 The checkpoint is the folder `shared/tools/real-models/build.sh DIR whisper-tiny.en` writes,
-found at $FTKIT_REAL_MODELS/whisper-tiny.en; the test skips cleanly when either is absent.
+found in conftest.REAL_MODELS (.real-models in the clone, or $FTKIT_REAL_MODELS); the test skips cleanly when either is absent.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, real_model
 
 pytestmark = pytest.mark.real
 pytest.importorskip("soundfile")
@@ -24,10 +23,7 @@ STEPS = 12  # batch 8: 96 of the 120 training clips, under one epoch
 
 
 def whisper() -> Path:
-    folder = Path(os.environ.get("FTKIT_REAL_MODELS", "/nonexistent")) / "whisper-tiny.en"
-    if not (folder / "config.json").is_file():
-        pytest.skip("set FTKIT_REAL_MODELS to a folder where shared/tools/real-models/build.sh built whisper-tiny.en")
-    return folder
+    return real_model("whisper-tiny.en")
 
 
 def test_whisper_learns_the_synthetic_voices(cli, tmp_path):
