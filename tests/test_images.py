@@ -306,3 +306,13 @@ def test_a_dataset_with_an_image_column_trains(recipe, folders, cli, tmp_path, m
     assert code == 0, err
     model_config = json.loads((tmp_path / "run" / "model" / "config.json").read_text(encoding="utf-8"))
     assert sorted(model_config["id2label"].values()) == sorted(COLOURS)
+
+
+def test_reproduce_checks_the_recipes_bars(recipe, folders, cli, tmp_path):
+    """`ftkit reproduce` on an image recipe: exit 0 when every expect: bar holds, 1 naming the
+    bar when one fails (accuracy cannot exceed 1)."""
+    code, _, err = cli("reproduce", *finetune(recipe, folders, tmp_path / "ok", "--max-steps", "2", "--set", "expect.accuracy=>= 0.0")[1:])
+    assert code == 0, err
+    code, out, err = cli("reproduce", *finetune(recipe, folders, tmp_path / "bar", "--max-steps", "2", "--set", "expect.accuracy=> 1.0")[1:])
+    assert code == 1 and "accuracy" in out + err, (out, err)
+    assert json.loads((tmp_path / "bar" / "metrics.json").read_text(encoding="utf-8"))["test"]["accuracy"] <= 1.0

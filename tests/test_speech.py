@@ -261,3 +261,13 @@ def test_a_hub_style_dataset_with_an_audio_column_trains(recipe, folders, cli, t
     code, _, err = cli("finetune", recipe, "--dataset", root, "--max-steps", "1", "-o", out, "--quiet")
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["test"]["samples"] == 3
+
+
+def test_reproduce_checks_the_recipes_bars(recipe, folders, cli, tmp_path):
+    """`ftkit reproduce` on a speech recipe: exit 0 when every expect: bar holds, 1 naming the
+    bar when one fails (no WER is below 0)."""
+    data = ["--train", folders["train"], "--validation", folders["validation"], "--test", folders["test"], "--max-steps", "2", "--quiet"]
+    code, _, err = cli("reproduce", recipe, *data, "-o", tmp_path / "ok", "--set", "expect.cer=>= 0.0")
+    assert code == 0, err
+    code, out, err = cli("reproduce", recipe, *data, "-o", tmp_path / "bar", "--set", "expect.wer=< 0.0")
+    assert code == 1 and "wer" in out + err, (out, err)
