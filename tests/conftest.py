@@ -281,18 +281,25 @@ def one_torch_thread():
 @pytest.fixture
 def cli(capsys):
     """Run `ftkit ARGS` in-process through the real entry point; returns (exit code, out, err)."""
-    from ftkit.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        code = call(list(args))
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
     return run
+
+
+def call(args: list) -> int:
+    """`ftkit ARGS` in-process through the real entry point; the exit code (module fixtures use
+    it: the cli fixture above is per test)."""
+    from ftkit.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return 0
 
 
 def save_classifier(base: Path, folder: Path) -> Path:

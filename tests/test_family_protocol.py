@@ -16,7 +16,7 @@ import pytest
 
 import ftkit.errors
 import ftkit.tasks
-from conftest import FILLER, POSITIVE, ROOT, write_jsonl
+from conftest import FILLER, POSITIVE, ROOT, call, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -86,17 +86,6 @@ metrics:
 def finetune(recipe: Path, files: dict[str, Path], out: Path, *extra, quiet: bool = True) -> list[str]:
     return ["finetune", str(recipe), "--train", str(files["train"]), "--validation", str(files["validation"]),
             "--test", str(files["test"]), "-o", str(out), *(["--quiet"] if quiet else []), *map(str, extra)]
-
-
-def call(args: list[str]) -> int:
-    """`ftkit ARGS` in-process for module fixtures (the cli fixture is per test); the exit code."""
-    from ftkit.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
-    return 0
 
 
 @pytest.fixture(scope="module")

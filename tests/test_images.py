@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import build_vit
+from conftest import build_vit, call
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,16 +77,6 @@ train:
 def finetune(recipe: Path, folders: dict[str, Path], out: Path, *extra) -> list[str]:
     return ["finetune", str(recipe), "--train", str(folders["train"]), "--validation", str(folders["validation"]),
             "--test", str(folders["test"]), "-o", str(out), "--quiet", *map(str, extra)]
-
-
-def call(args: list[str]) -> int:
-    from ftkit.cli import main
-
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_whisper
+from conftest import build_whisper, call
 
 pytest.importorskip("soundfile")
 pytest.importorskip("jiwer")
@@ -91,16 +91,6 @@ metrics:
   greater_is_better: false
 """, encoding="utf-8")
     return path
-
-
-def call(args: list[str]) -> int:
-    from ftkit.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
-    return 0
 
 
 @pytest.fixture(scope="module")
