@@ -24,8 +24,7 @@ from pathlib import Path
 
 from common import read_jsonl, report, run_logged
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+from ftkit.datafile import AUDIO_SUFFIXES, IMAGE_SUFFIXES  # the files ftkit predict reads from a folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -30,10 +30,15 @@ def soundfile() -> Any:
     return sf
 
 
+def metadata_of(folder: Path) -> Path | None:
+    """An audio folder's metadata file (csv first), or None."""
+    return next((folder / name for name in METADATA if (folder / name).is_file()), None)
+
+
 def read_folder(folder: Path, text_column: str, encoding: str) -> Split:
     """An audio folder: its metadata.csv (or .jsonl) names each clip (`file_name`, relative to the
     folder) and its transcription (`text_column`, else `transcription`)."""
-    metadata = next((folder / name for name in METADATA if (folder / name).is_file()), None)
+    metadata = metadata_of(folder)
     if metadata is None:
         found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:3]
         clips = f" (it holds clips: {', '.join(found)}, ...)" if found else ""
@@ -156,7 +161,7 @@ def clips(source: str | list[str], column: str | None, default_column: str, enco
 
 
 def _folder_clips(folder: Path, encoding: str) -> Iterator[dict[str, Any]]:
-    metadata = next((folder / name for name in METADATA if (folder / name).is_file()), None)
+    metadata = metadata_of(folder)
     if metadata is not None:
         yield from ({"file": str(folder / str(r[FILE_COLUMN]))} for _, r in iter_records(metadata, encoding) if FILE_COLUMN in r)
         return

@@ -326,7 +326,7 @@ def data_columns(config: RunConfig) -> str:
     target = d.target_column or "transcription"
     folder = Path(d.train) if d.train else None
     if folder is not None and folder.is_dir():  # as read_folder read it
-        metadata = next((folder / name for name in audio.METADATA if (folder / name).is_file()), None)
+        metadata = audio.metadata_of(folder)
         column = audio.text_column_of(metadata, target, d.encoding) if metadata else target
         return f"audio folders: metadata's `{audio.FILE_COLUMN}` and `{column}` columns"
     return f"audio column `{d.audio_column}`, transcription column `{target}`"
