@@ -18,7 +18,7 @@ from ftkit.bounded import shown
 from ftkit.errors import FtkitError, nearest
 
 # What a role's column holds (a family's COLUMN_KINDS values), as a message says it.
-KINDS = {"text": "text", "labels": "labels", "words": "lists of words", "tags": "lists of tags"}
+KINDS = {"text": "text", "labels": "labels", "numbers": "numbers", "words": "lists of words", "tags": "lists of tags"}
 
 SAMPLE_ROWS = 1000  # rows looked at to say what a column holds: enough to count a few labels many times
 
@@ -44,8 +44,8 @@ def kinds_of(columns: dict[str, str | None]) -> dict[str, str | tuple[str, ...]]
 def flag(role: str, value: str | None = None) -> str:
     """The option that sets a role's column: '--text-column review', '--set data.target_column=summary'
     (a value quoted for the shell where it needs it)."""
-    if role in ("text", "label"):
-        return f"--{role}-column" + (f" {shlex.quote(value)}" if value else "")
+    if role in ("text", "text_pair", "label"):
+        return f"--{role.replace('_', '-')}-column" + (f" {shlex.quote(value)}" if value else "")
     return f"--set {shlex.quote(f'data.{role}_column={value}')}" if value else f"--set data.{role}_column=NAME"
 
 
@@ -83,7 +83,8 @@ def _scalar_shape(values: list[Any]) -> Shape | None:
     """A column of single values: labels (few values, each many times) or text."""
     if not values or not all(isinstance(v, (str, int, float, bool)) for v in values):
         return None  # mixed, nested or empty: no clear look
-    return _labels_shape(values) or _text_shape(values)  # labels first: a few phrases repeated are labels
+    # labels first: a few phrases (or numbers) repeated are labels; many distinct numbers are a measure
+    return _labels_shape(values) or _numbers_shape(values) or _text_shape(values)
 
 
 def _list_shape(items: list[Any]) -> Shape | None:
@@ -99,6 +100,12 @@ def _labels_shape(values: list[str | int | float | bool]) -> Shape | None:
     distinct = len({str(v) for v in values})
     if len(values) >= 4 and 2 <= distinct <= max(2, len(values) // 4):  # few values, each many times
         return Shape("labels", distinct)
+    return None
+
+
+def _numbers_shape(values: list[str | int | float | bool]) -> Shape | None:
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return Shape("numbers", len(set(values)))
     return None
 
 

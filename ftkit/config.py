@@ -51,6 +51,7 @@ class DataConfig:
     text_column: str = "text"  # token classification: the column with each sentence's words
     text_pair_column: str | None = None  # second text for pair tasks (NLI, paraphrase)
     label_column: str = "label"  # token classification: the column with one IOB tag per word
+    label_separator: str = ","  # multi-label: what separates the labels in a csv/tsv cell ("sports,tech")
     image_column: str = "image"  # image classification: image paths (relative to the file) or a Hub image column
     labels: list[str] | None = None  # class (or NER tag) names in id order; integer labels index into it
     # .txt data files: conll = token ... tag per line (NER); text = documents separated by blank lines
@@ -110,6 +111,13 @@ class TrainConfig:
     # image classification: crop-flip = a random resized crop and a horizontal flip of each
     # training image (as transformers' run_image_classification does); none = the images as they are
     augment: Literal["crop-flip", "none"] = "crop-flip"
+    # regression: standard = train on (target - mean) / std of the training targets; the saved head
+    # is rescaled so the model outputs the data's units (pipeline() too); none = the raw targets
+    target_scaling: Literal["standard", "none"] = "standard"
+    # masked-LM pre-training: the share of tokens masked (BERT's 15%), and whether a word's
+    # sub-tokens are masked together (whole-word masking)
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
     # experiment trackers through Accelerate (tensorboard writes OUT/tensorboard); [] or none: none
     report_to: list[Tracker] = field(default_factory=list)
 
@@ -131,6 +139,9 @@ class MetricsConfig:
     primary: str = "accuracy"  # a key of metrics.json's split section; dots reach nested keys
     greater_is_better: bool = True
     mode: Literal["default", "strict"] = "default"  # NER (seqeval): strict = exact IOB2 entity matching
+    # multi-label: the decision threshold on each label's sigmoid score: tune (one, tuned on
+    # validation for micro F1), tune-per-label (one per label, each for its own F1), or a number in (0, 1)
+    threshold: str = "tune"
 
 
 @dataclass

@@ -46,7 +46,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--validation",), "FILE", "Local validation file \\[default: carved from --train: data.validation_fraction, with --seed].", DATA, "data.validation", Path),
     Flag(("--test",), "FILE", "Local test file \\[default: none, or carved from --train: data.test_fraction].", DATA, "data.test", Path),
     Flag(("--text-column",), "COLUMN", "Column holding the input text.", DATA, "data.text_column"),
-    Flag(("--label-column",), "COLUMN", "Column holding the label.", DATA, "data.label_column"),
+    Flag(("--text-pair-column",), "COLUMN", "Classification, multi-label, regression: column holding the second text of a pair (NLI, paraphrase, question/answer).", DATA, "data.text_pair_column"),
+    Flag(("--label-column",), "COLUMN", "Column holding the label (regression: the number; multi-label: a list, or labels joined by --label-separator).", DATA, "data.label_column"),
+    Flag(("--label-separator",), "TEXT", "Multi-label: what separates the labels in a csv/tsv cell \\[default: ,].", DATA, "data.label_separator"),
     Flag(("--image-column",), "COLUMN", "Image classification: column holding each image's path (relative to the file) \\[default: image].", DATA, "data.image_column"),
     Flag(("--encoding",), "CODEC", "Text encoding of local files \\[default: utf-8].", DATA, "data.encoding"),
     Flag(("--format",), "FORMAT", "How local files are read: {choices}. auto: by suffix (a .txt file needs one of the others); conll: .txt as CoNLL (token ... tag per line); text: .txt as documents separated by blank lines.", DATA, "data.format"),
@@ -91,6 +93,10 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("--set checkpoint_every=500", "train.checkpoint_every", "Save a resumable checkpoint every N optimizer steps, `epoch` (default) or `null`."),
     ("--set keep_checkpoints=2", "train.keep_checkpoints", "Checkpoints kept (plus the best model so far)."),
     ("--set early_stopping_threshold=0.001", "train.early_stopping_threshold", "The least gain that counts as better (default 0)."),
+    ("--set threshold=tune-per-label", "metrics.threshold", "Multi-label: the decision threshold, `tune` (one, tuned on validation; default), `tune-per-label` or a number in (0, 1)."),
+    ("--set target_scaling=none", "train.target_scaling", "Regression: `standard` trains on standardised targets, the saved model still outputs the data's units (default); `none` trains on them as they are."),
+    ("--set mlm_probability=0.15", "train.mlm_probability", "Masked-LM: the share of tokens masked (default 0.15)."),
+    ("--set whole_word_mask=true", "train.whole_word_mask", "Masked-LM: mask all sub-tokens of a chosen word together (default false)."),
 )
 
 

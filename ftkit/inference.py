@@ -28,7 +28,8 @@ def family_of(model_config: Any, run_config: RunConfig | None) -> str:
     registered = families()
     # The longest matching ending wins: WhisperForConditionalGeneration is speech, not text seq2seq.
     matches = [(len(end), name) for arch in getattr(model_config, "architectures", None) or []
-               for name, task in registered.items() for end in task.ARCHITECTURES if arch.endswith(end)]
+               for name, task in registered.items() for end in task.ARCHITECTURES
+               if arch.endswith(end) and task.serves(model_config)]
     if matches:
         return max(matches, key=lambda match: match[0])[1]
     raise FtkitError(

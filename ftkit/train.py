@@ -55,7 +55,9 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     run.start()
     run.train(command)  # epochs of steps, validating and saving checkpoints on the way
     run.finish()  # the last validation; the best weights back in the model
-    results: dict[str, Any] = {"train": train_results(run), "validation": run.state.best_metrics}
+    # what the model carries beyond its weights (thresholds, a target scale), before test and save
+    settled = run.task.finalize(run.accelerator.unwrap_model(run.model), run.prepared, config, run.state.best_metrics or {})
+    results: dict[str, Any] = {"train": {**train_results(run), **settled}, "validation": run.state.best_metrics}
     if "test" in run.eval_dls:
         results["test"] = run.test()
     run.accelerator.wait_for_everyone()

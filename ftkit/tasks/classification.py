@@ -13,7 +13,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, read_pairs, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
@@ -32,6 +32,13 @@ LOCAL_MODEL = (
 )
 GGUF = False  # GGUF files are llama.cpp's: decoder LMs, read for causal-LM recipes only (causal_lm.py)
 ARCHITECTURES = ("ForSequenceClassification",)  # a bare model folder's architecture: predict/evaluate tell the family by it
+finalize = nothing_to_finalize  # the trained weights are the whole model
+
+
+def serves(model_config: Any) -> bool:
+    """A ForSequenceClassification head with one label per text (a regression or multi-label
+    head has its own problem_type)."""
+    return getattr(model_config, "problem_type", None) in (None, "single_label_classification")
 PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
@@ -182,42 +189,48 @@ def encode(split: Split, names: list[str], split_name: str, by_index: bool = Tru
 
 def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: list[str] | None = None) -> Prepared:
     """Map labels to ids, drop empty texts (counted), tokenize every split once."""
-    import datasets
-
     notes: list[str] = []
     by_index = names is not None  # a trained model's names are in id order
     if names is None:
         names, note = label_names(splits["train"], config.data.labels)
         notes += [note] if note else []
         by_index = names == list(config.data.labels or [])
-    features = {}
-    limit = text_limit(config.train.max_length)
-    for split_name, split in splits.items():
-        ids = encode(split, names, split_name, by_index)
-        texts, cut = column_texts(split.columns["text"], split.rows, split.source, "text", limit)
-        pairs, cut_pairs = column_texts(split.columns["text_pair"], split.rows, split.source, "text pair", limit) if "text_pair" in split.columns else (None, 0)
-        if cut + cut_pairs:
-            notes.append(cut_note(split.source, cut + cut_pairs, "text", limit, reads_at_most(config.train.max_length)))
-        keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
-        if len(keep) < len(texts):
-            notes.append(f"{split.source}: skipped {len(texts) - len(keep)} example(s) with an empty text")
-        if not keep:
-            raise FtkitError(f"{split.source}: every text is empty (check --text-column)")
-        table = {"text": [config.data.prefix + texts[i] for i in keep], "labels": [ids[i] for i in keep]}
-        if pairs is not None:
-            table["text_pair"] = [pairs[i] for i in keep]
-        features[split_name] = datasets.Dataset.from_dict(table).map(
-            lambda batch: tokenize(tokenizer, batch["text"], batch.get("text_pair"), config.train.max_length),
-            batched=True,
-            remove_columns=[c for c in table if c != "labels"],
-            desc=None,
-        )
+    features = {name: text_features(split, config, tokenizer, encode(split, names, name, by_index), notes) for name, split in splits.items()}
     return Prepared(features, names, notes)
 
 
+def text_features(split: Split, config: RunConfig, tokenizer: Any, labels: list[Any], notes: list[str]) -> Any:
+    """A split's texts (and text pairs, where the run reads them) tokenized, with `labels` (one
+    per row: a class id, a number, a multi-hot vector) beside them; rows with an empty text are
+    dropped and counted in `notes`, as are texts cut before tokenizing. Text families with one
+    label per text (classification, multi-label, regression) share it."""
+    import datasets
+
+    limit = text_limit(config.train.max_length)
+    texts, cut = column_texts(split.columns["text"], split.rows, split.source, "text", limit)
+    pairs, cut_pairs = column_texts(split.columns["text_pair"], split.rows, split.source, "text pair", limit) if "text_pair" in split.columns else (None, 0)
+    if cut + cut_pairs:
+        notes.append(cut_note(split.source, cut + cut_pairs, "text", limit, reads_at_most(config.train.max_length)))
+    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
+    if len(keep) < len(texts):
+        notes.append(f"{split.source}: skipped {len(texts) - len(keep)} example(s) with an empty text")
+    if not keep:
+        raise FtkitError(f"{split.source}: every text is empty (check --text-column)")
+    table = {"text": [config.data.prefix + texts[i] for i in keep], "labels": [labels[i] for i in keep]}
+    if pairs is not None:
+        table["text_pair"] = [pairs[i] for i in keep]
+    return datasets.Dataset.from_dict(table).map(
+        lambda batch: tokenize(tokenizer, batch["text"], batch.get("text_pair"), config.train.max_length),
+        batched=True,
+        remove_columns=[c for c in table if c != "labels"],
+        desc=None,
+    )
+
+
 def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int) -> Any:
-    """Truncate to max_length; no padding here (the collator pads each batch to its longest)."""
-    return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    """Truncate to max_length, a pair's longer side first; no padding here (the collator pads
+    each batch to its longest)."""
+    return tokenizer(texts, pairs, truncation="longest_first", max_length=max_length)
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
@@ -346,13 +359,16 @@ def usage(config: RunConfig) -> Usage:
 
 
 def predict_inputs(source: str | list[str], column: str | None, config: RunConfig | None, encoding: str) -> Iterator[dict[str, Any]]:
-    """{"text"} records: lines, --text, or a table's text column (the run's, else "text")."""
+    """{"text"} records: lines, --text, or a table's text column (the run's, else "text"); for a
+    run trained on text pairs, {"text", "text_pair"} records from a table with both columns."""
+    if config is not None and config.data.text_pair_column:
+        return read_pairs(source, column, config.data.text_column, config.data.text_pair_column, encoding)
     # A "tokens" column of strings reads as text too; a list of words there is refused with its row.
     return read_texts(source, column, [config.data.text_column if config else "text", "text", "tokens"], encoding)
 
 
 def input_size(record: dict[str, Any]) -> int:
-    return len(record["text"])
+    return len(record["text"]) + len(record.get("text_pair", ""))
 
 
 def predict_defaults(options: Any, config: RunConfig) -> None:
@@ -361,28 +377,35 @@ def predict_defaults(options: Any, config: RunConfig) -> None:
 
 
 def predictor(model: Any, tokenizer: Any, options: Any):
-    """A function from input records ({"text"}) to output records ({"text", "label", "score"})."""
-    return lambda records: predict(model, tokenizer, [r["text"] for r in records], options.max_length, options.top_k, options.prefix)
+    """A function from input records ({"text"} or {"text", "text_pair"}) to output records (the
+    input's keys, "label", "score")."""
+    return lambda records: predict(model, tokenizer, records, options.max_length, options.top_k, options.prefix)
 
 
-def predict(model: Any, tokenizer: Any, texts: list[str], max_length: int, top_k: int = 1, prefix: str = "") -> list[dict[str, Any]]:
-    """Labels and softmax scores for a batch of texts, as the text-classification pipeline gives
-    (given the run's `prefix` before each text, as in training; the output keeps the text as given)."""
+def logits_of(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, prefix: str = "") -> Any:
+    """The model's logits (float, on the CPU) for a batch of {"text"[, "text_pair"]} records, read as
+    training read them: the run's `prefix` before each text, a pair's longer side cut first."""
     import torch
 
-    # nothing the model reads; the output keeps the whole text
-    inputs, _ = cut_texts([prefix + text for text in texts], text_limit(max_length))
-    encoded = tokenizer(inputs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    limit = text_limit(max_length)  # nothing the model reads; the output keeps the whole text
+    inputs, _ = cut_texts([prefix + r["text"] for r in records], limit)
+    pairs = cut_texts([r["text_pair"] for r in records], limit)[0] if records and "text_pair" in records[0] else None
+    encoded = tokenizer(inputs, pairs, truncation="longest_first", max_length=max_length, padding=True, return_tensors="pt")
     encoded = {k: v.to(model.device) for k, v in encoded.items()}
     with torch.inference_mode():
-        probs = model(**encoded).logits.float().softmax(-1)
+        return model(**encoded).logits.float().cpu()
+
+
+def predict(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, top_k: int = 1, prefix: str = "") -> list[dict[str, Any]]:
+    """Labels and softmax scores for a batch of records, as the text-classification pipeline gives."""
+    probs = logits_of(model, tokenizer, records, max_length, prefix).softmax(-1)
     k = min(top_k, probs.shape[-1])
     scores, ids = probs.topk(k, dim=-1)
     id2label = model.config.id2label
-    records = []
-    for text, row_scores, row_ids in zip(texts, scores.tolist(), ids.tolist()):
-        record = {"text": text, "label": id2label[row_ids[0]], "score": row_scores[0]}
+    out = []
+    for record, row_scores, row_ids in zip(records, scores.tolist(), ids.tolist()):
+        result = {**record, "label": id2label[row_ids[0]], "score": row_scores[0]}
         if top_k > 1:
-            record["top_k"] = [{"label": id2label[i], "score": s} for i, s in zip(row_ids, row_scores)]
-        records.append(record)
-    return records
+            result["top_k"] = [{"label": id2label[i], "score": s} for i, s in zip(row_ids, row_scores)]
+        out.append(result)
+    return out

@@ -22,6 +22,16 @@ def model_loss(meta_keys: tuple[str, ...]) -> Loss:
     return Loss(compute)
 
 
+def serves_any(model_config: Any) -> bool:
+    """serves() of a family its ARCHITECTURES alone tell."""
+    return True
+
+
+def nothing_to_finalize(model: Any, prepared: Any, config: Any, best: dict[str, Any]) -> dict[str, Any]:
+    """finalize() of a family whose model is whole once trained."""
+    return {}
+
+
 def records_read_by_ftkit(path: Path, config: Any) -> None:
     """read_local of a family whose local data are records (text): ftkit.data reads them."""
     return None
@@ -59,6 +69,23 @@ def read_texts(
         yield from ({"text": record["text"]} for _, record in iter_records(source, encoding) if record["text"].strip())
         return
     yield from _table_texts(source, column, defaults, encoding, nested, words)
+
+
+def read_pairs(source: str | list[str], column: str | None, text_column: str, pair_column: str, encoding: str) -> Iterator[dict[str, Any]]:
+    """predict's input records for a model trained on text pairs: {"text", "text_pair"} from each
+    row of a table holding both columns (the run's; --text-column renames the first). Lines,
+    stdin and --text hold one text each, so they are refused."""
+    if isinstance(source, list) or source == "-" or Path(source).suffix.lower() in TEXT_SUFFIXES:
+        raise FtkitError(
+            f"this model reads text pairs (columns '{text_column}' and '{pair_column}'): give a csv, tsv, json, "
+            "jsonl or parquet file with both columns, one pair per row"
+        )
+    check_readable(Path(source), TABLE_SUFFIXES)
+    wanted = Roles({"text": column or text_column, "text_pair": pair_column}, {"text": "text", "text_pair": "text"})
+    for n, record in iter_records(source, encoding):
+        if any(name not in record for name in wanted.values()):
+            raise FtkitError(missing_column(source, n, wanted, list(record), [record]))
+        yield {role: as_text(record[name], source, n) for role, name in wanted.items()}
 
 
 def _table_texts(source: str, column: str | None, defaults: list[str], encoding: str, nested: str | None, words: bool) -> Iterator[dict[str, Any]]:

@@ -89,6 +89,10 @@ class Family(Protocol):
     COLUMN_KINDS: dict[str, Any]  # role -> what its column holds (ftkit.columns.KINDS)
     LOCAL_FOLDERS: bool  # a --train/--validation/--test path may be a folder (read_local reads it)
 
+    def serves(self, model_config: Any) -> bool:
+        """Whether a bare model folder whose architecture matches ARCHITECTURES is this family's:
+        a regression or multi-label head is a ForSequenceClassification too (its problem_type tells)."""
+
     def pipeline_tag(self, config: RunConfig) -> str:
         """The pipeline() task the saved model serves."""
 
@@ -134,6 +138,12 @@ class Family(Protocol):
 
     def training_loss(self, prepared: Prepared, config: RunConfig) -> Loss:
         """The loss the loop minimises (class weights included)."""
+
+    def finalize(self, model: Any, prepared: Prepared, config: RunConfig, best: dict[str, Any]) -> dict[str, Any]:
+        """After training, with the best weights back in `model` (unwrapped) and before the test
+        split is scored and the model saved: settle what the model carries beyond its weights
+        (multi-label thresholds from `best`, the best validation metrics; a regression target
+        scale folded into the head). Returns what to record in metrics.json's train section ({}: nothing)."""
 
     # --- evaluation
     def eval_outputs(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,14 @@ from ftkit.data import Split
 from ftkit.datafile import IMAGE_SUFFIXES
 from ftkit.errors import FtkitError, first_line
 from ftkit.tasks import classification
+from ftkit.tasks.common import nothing_to_finalize, serves_any
 from ftkit.tasks.family import Prepared, Usage
 
 # --- what it is
 AUTO_MODEL = "AutoModelForImageClassification"
 ARCHITECTURES = ("ForImageClassification",)  # a bare model folder's architecture: predict/evaluate tell the family by it
+serves = serves_any  # ARCHITECTURES alone tell its models
+finalize = nothing_to_finalize  # the trained weights are the whole model
 PEFT_TASK = ""  # PEFT has no image task type: a plain PeftModel passes pixel_values through
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity

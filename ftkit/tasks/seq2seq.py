@@ -20,7 +20,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, text_limit
 
@@ -39,6 +39,8 @@ LOCAL_MODEL = (
 )
 GGUF = False
 ARCHITECTURES = ("ForConditionalGeneration", "MTModel")  # MTModel: MarianMTModel
+serves = serves_any  # ARCHITECTURES alone tell its models
+finalize = nothing_to_finalize  # the trained weights are the whole model
 PEFT_TASK = "SEQ_2_SEQ_LM"
 NEW_HEAD = False  # the pretrained LM head is kept
 CLASS_WEIGHTS = False

@@ -27,12 +27,14 @@ from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
 from ftkit.tasks import audio
-from ftkit.tasks.common import model_loss
+from ftkit.tasks.common import model_loss, nothing_to_finalize, serves_any
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, text_limit
 
 AUTO_MODEL = "AutoModelForSpeechSeq2Seq"
 ARCHITECTURES = ("ForSpeechSeq2Seq", "WhisperForConditionalGeneration", "Speech2TextForConditionalGeneration")
+serves = serves_any  # ARCHITECTURES alone tell its models
+finalize = nothing_to_finalize  # the trained weights are the whole model
 # No PEFT task type: PEFT's SEQ_2_SEQ_LM wrapper feeds input_ids, which Whisper does not take (it
 # reads input_features); the plain PeftModel passes the batch through, as PEFT's Whisper guide does.
 PEFT_TASK = ""

@@ -20,7 +20,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
@@ -35,6 +35,8 @@ COLUMN_KINDS = {"text": "words", "label": "tags"}  # a list of words and a list 
 LOCAL_MODEL = classification.LOCAL_MODEL  # taggers are built on the same encoders
 GGUF = False
 ARCHITECTURES = ("ForTokenClassification",)
+serves = serves_any  # ARCHITECTURES alone tell its models
+finalize = nothing_to_finalize  # the trained weights are the whole model
 PEFT_TASK = "TOKEN_CLS"
 NEW_HEAD = True  # the tagger's head is new: under LoRA it trains in full
 CLASS_WEIGHTS = False
