@@ -85,6 +85,6 @@ def _evaluation_config(
             DataConfig(), text_column=text_column or data.text_column, label_column=label_column or data.label_column,
             text_pair_column=data.text_pair_column, target_column=data.target_column, source_lang=data.source_lang,
             target_lang=data.target_lang, labels=data.labels, prefix=data.prefix, encoding=encoding, format=fmt,
-            audio_column=data.audio_column, language=data.language, image_column=data.image_column,
+            audio_column=data.audio_column, language=data.language, image_column=data.image_column, label_separator=data.label_separator,
         ),
     )
