@@ -102,7 +102,8 @@ def label_key(value: Any, source: str, row: int) -> str:
         raise FtkitError(f"{source}: line/row {row}: the label is empty (None/NaN); fill it in or drop the row")
     kind = structure(value)
     if kind:
-        raise FtkitError(f"{source}: line/row {row}: the label is {kind}; expected one class name or id (check --label-column)")
+        several = " (several labels per row: `ftkit finetune multilabel`)" if isinstance(value, (list, tuple)) else ""
+        raise FtkitError(f"{source}: line/row {row}: the label is {kind}; expected one class name or id (check --label-column){several}")
     key = str(value).strip()
     whole = _WHOLE.match(key)
     return whole.group(1) if whole else key
