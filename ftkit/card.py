@@ -89,7 +89,7 @@ def _scores(scores: dict, primary: str) -> list[tuple[str, float]]:
 
 def intended_use(config: RunConfig, scores: dict, section: str, adapter: bool) -> list[str]:
     """What the model does, for which data, and what was not checked."""
-    names = list(scores.get("per_class") or scores.get("per_type") or [])  # the classes or entity types scored
+    names = list(scores.get("per_class") or scores.get("per_type") or scores.get("per_label") or [])  # the classes or entity types scored
     family = get_task(config.task)
     does, use = family.describe(config, names), family.usage(config)
     lines = [
@@ -109,7 +109,7 @@ def intended_use(config: RunConfig, scores: dict, section: str, adapter: bool) -
 def metrics_table(scores: dict) -> list[str]:
     rows = ["| metric | value |", "| --- | --- |"]
     rows += [f"| {k} | {v:.4f} |" for k, v in scores.items() if isinstance(v, float)]
-    for group, title in (("per_class", "class"), ("per_type", "entity type")):  # classification / NER
+    for group, title in (("per_class", "class"), ("per_type", "entity type"), ("per_label", "label")):  # classification / NER / multi-label
         if scores.get(group):
             rows += ["", f"| {title} | precision | recall | f1 | support |", "| --- | --- | --- | --- | --- |"]
             rows += [f"| {n} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for n, v in scores[group].items()]

@@ -208,8 +208,8 @@ def _cell_counts(ax: Any, counts: Any, fractions: Any) -> None:
                 color="white" if fractions[i, j] > 0.5 else "black")
 
 
-def entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
-    """{type: {"f1", "support", ...}}: a bar per entity type, the best on top."""
+def entity_f1(split: str, per_type: Any, what: str = "entity type") -> tuple[Figure, str] | None:
+    """{type: {"f1", "support", ...}}: a bar per entity type (or per `what`: "label"), the best on top."""
     if not isinstance(per_type, dict):
         return None
     rows = [(str(k), _num(v.get("f1")), v.get("support")) for k, v in per_type.items() if isinstance(v, dict)]
@@ -224,8 +224,8 @@ def entity_f1(split: str, per_type: Any) -> tuple[Figure, str] | None:
     ax.set_yticks(range(len(rows)), labels)
     ax.set_xlim(0, 1.12)  # room for the value labels past a bar of 1.0
     ax.set_xlabel("F1")
-    ax.set_title(f"Entity F1 per type ({split})")
-    return fig, f"F1 per entity type on the {split} split, support in brackets."
+    ax.set_title(f"F1 per {what} ({split})")
+    return fig, f"F1 per {what} on the {split} split, support in brackets."
 
 
 def length_histograms(split: str, lengths: Any) -> tuple[Figure, str] | None:

@@ -34,7 +34,7 @@ class PredictOptions:
     (prefix, pipeline_tag, stride) from the family's `predict_defaults`."""
 
     batch_size: int = 32
-    top_k: int = 1  # classification: also list the K most likely labels
+    top_k: int | None = None  # classification: also list the K most likely labels; fill-mask: tokens (None: the family's default)
     max_length: int = 512
     aggregation: str = "first"  # token classification: pipeline aggregation strategy
     pipeline_tag: str = ""  # seq2seq: summarization or translation (names the output key)

@@ -31,7 +31,8 @@ def test_config_loads_and_opens_with_its_command(path):
 def test_recipes_list_ignores_the_accelerate_folder():
     from ftkit.recipes import all_recipes
 
-    assert {r.name for r in all_recipes()} == {"sentiment", "spam", "ner", "summarization", "translation", "generation", "images", "speech"}
+    assert {r.name for r in all_recipes()} == {"sentiment", "spam", "ner", "summarization", "translation", "generation", "images", "speech",
+                                                 "multilabel", "regression", "mlm", "tweets"}
 
 
 def test_pad_to_max_length_gives_one_shape(tiny_models, sentiment_files, cli, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def predict(
     texts: Annotated[list[str] | None, typer.Option("--text", help="Predict this text instead of an input file (repeatable).", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Write JSONL here \\[default: stdout].")] = None,
     batch_size: BatchOpt = 32,
-    top_k: Annotated[int, typer.Option("--top-k", help="Also list the K most likely labels.")] = 1,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Classification, images: also list the K most likely labels \\[default: 1]; fill-mask: the K most likely tokens \\[default: 5].")] = None,
     text_column: o.TextColumnOpt = None,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
     aggregation: Annotated[str, typer.Option("--aggregation", help="NER: how sub-tokens make entities: simple, first, average or max.")] = "first",

@@ -21,9 +21,9 @@ FAMILY_MODULES = {
     "causal-lm": "ftkit.tasks.causal_lm",
     "image-classification": "ftkit.tasks.images",
     "speech-recognition": "ftkit.tasks.speech",
-    # "multi-label-classification": "ftkit.tasks.multilabel",
-    # "regression": "ftkit.tasks.regression",
-    # "masked-lm": "ftkit.tasks.mlm",
+    "multi-label-classification": "ftkit.tasks.multilabel",
+    "regression": "ftkit.tasks.regression",
+    "masked-lm": "ftkit.tasks.mlm",
 }
 
 

@@ -380,7 +380,7 @@ def predict_defaults(options: Any, config: RunConfig) -> None:
 def predictor(model: Any, tokenizer: Any, options: Any):
     """A function from input records ({"text"} or {"text", "text_pair"}) to output records (the
     input's keys, "label", "score")."""
-    return lambda records: predict(model, tokenizer, records, options.max_length, options.top_k, options.prefix)
+    return lambda records: predict(model, tokenizer, records, options.max_length, options.top_k or 1, options.prefix)
 
 
 def logits_of(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, prefix: str = "") -> Any:
@@ -399,13 +399,16 @@ def logits_of(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_len
 
 def predict(model: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int, top_k: int = 1, prefix: str = "") -> list[dict[str, Any]]:
     """Labels and softmax scores for a batch of records, as the text-classification pipeline gives."""
-    probs = logits_of(model, tokenizer, records, max_length, prefix).softmax(-1)
-    k = min(top_k, probs.shape[-1])
-    scores, ids = probs.topk(k, dim=-1)
-    id2label = model.config.id2label
+    return ranked(records, logits_of(model, tokenizer, records, max_length, prefix).softmax(-1), model.config.id2label, top_k)
+
+
+def ranked(bases: list[dict[str, Any]], probs: Any, id2label: dict[int, str], top_k: int) -> list[dict[str, Any]]:
+    """Each base record with the most likely class ("label", "score") and, with top_k above 1,
+    the k most likely ("top_k"), from a batch of class probabilities."""
+    scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     out = []
-    for record, row_scores, row_ids in zip(records, scores.tolist(), ids.tolist()):
-        result = {**record, "label": id2label[row_ids[0]], "score": row_scores[0]}
+    for base, row_scores, row_ids in zip(bases, scores.tolist(), ids.tolist()):
+        result = {**base, "label": id2label[row_ids[0]], "score": row_scores[0]}
         if top_k > 1:
             result["top_k"] = [{"label": id2label[i], "score": s} for i, s in zip(row_ids, row_scores)]
         out.append(result)

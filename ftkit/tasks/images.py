@@ -360,16 +360,7 @@ def predictor(model: Any, processor: Any, options: Any) -> Any:
         pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
         with torch.inference_mode():
             probs = model(pixel_values=pixels).logits.float().softmax(-1)
-        k = min(options.top_k, probs.shape[-1])
-        scores, ids = probs.topk(k, dim=-1)
-        id2label = model.config.id2label
-        out = []
-        for record, row_scores, row_ids in zip(records, scores.tolist(), ids.tolist()):
-            result = {"file": record["file"], "label": id2label[row_ids[0]], "score": row_scores[0]}
-            if options.top_k > 1:
-                result["top_k"] = [{"label": id2label[i], "score": s} for i, s in zip(row_ids, row_scores)]
-            out.append(result)
-        return out
+        return classification.ranked([{"file": r["file"]} for r in records], probs, model.config.id2label, options.top_k or 1)
 
     return run
 
