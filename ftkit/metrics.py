@@ -120,6 +120,17 @@ def lookup(metrics: dict[str, Any], key: str) -> float | None:
     return None
 
 
+def check_reported(keys: list[str], sample: dict[str, Any] | tuple[str, ...], what: str, fix: str = "", hidden: tuple[str, ...] = ("samples",)) -> None:
+    """Each key (a recipe's primary metric and `expect:` bars) is one a family reports, before any
+    training: `sample` is a result it computed on made-up predictions (every key it would report,
+    nested ones too), or its flat tuple of keys. `what` names the family in the message."""
+    for key in keys:
+        if (key not in sample) if isinstance(sample, tuple) else (lookup(sample, key) is None):
+            shown_keys = sample if isinstance(sample, tuple) else [k for k in available(sample) if k not in hidden]
+            raise FtkitError(f"metric '{key}' is not reported for {what}. Metrics available: {', '.join(shown_keys)}. "
+                             f"Change metrics.primary / expect (--set){fix}.")
+
+
 def available(metrics: dict[str, Any], prefix: str = "") -> list[str]:
     """Every numeric metric key, dotted, for error messages."""
     keys = []

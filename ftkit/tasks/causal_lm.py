@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from ftkit import metrics
 from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
@@ -104,9 +105,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
-    for key in [config.metrics.primary, *config.expect]:
-        if key not in METRIC_KEYS:
-            raise FtkitError(f"metric '{key}' is not reported for language modelling. Metrics available: {', '.join(METRIC_KEYS)}.")
+    metrics.check_reported([config.metrics.primary, *config.expect], METRIC_KEYS, "language modelling")
 
 
 def load_model(source: str, prepared: Prepared, tokenizer: Any, config: RunConfig) -> Any:

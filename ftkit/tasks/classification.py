@@ -13,7 +13,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, read_pairs, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize
+from ftkit.tasks.common import model_loss, weighted_loss, read_pairs, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
@@ -176,13 +176,18 @@ def encode(split: Split, names: list[str], split_name: str, by_index: bool = Tru
             unseen.setdefault(key, row)
         ids.append(index)
     if unseen:
-        listed = ", ".join(f"{k[:40]!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
         ids_hint = " Integer labels are ids only with data.labels naming the classes in id order." if not by_index and any(_INT.match(k) for k in unseen) else ""
-        raise FtkitError(
-            f"{split.source}: {split_name} has label(s) the training data never had: {listed}. "
-            f"Known labels: {listing(names)}. Fix the labels or add examples of them to train.{ids_hint}"
-        )
+        raise unseen_labels(split, split_name, unseen, names, ids_hint)
     return ids
+
+
+def unseen_labels(split: Split, split_name: str, unseen: dict[str, int], names: list[str], hint: str = "") -> FtkitError:
+    """The one error for labels of a split that training never had: label -> first row."""
+    listed = ", ".join(f"{k[:40]!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
+    return FtkitError(
+        f"{split.source}: {split_name} has label(s) the training data never had: {listed}. "
+        f"Known labels: {listing(names)}. Fix the labels or add examples of them to train.{hint}"
+    )
 
 
 # ---------------------------------------------------------------------------------- features
@@ -237,13 +242,7 @@ def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_leng
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
     """The recipe's primary metric and bars must exist for these labels: fail before training."""
     sample = metrics.class_scores([0, 1 % len(names)], [0, 1 % len(names)], names)
-    for key in [config.metrics.primary, *config.expect]:
-        if metrics.lookup(sample, key) is None:
-            raise FtkitError(
-                f"metric '{key}' is not reported for labels {names}. Metrics available: "
-                f"{', '.join(k for k in metrics.available(sample) if k != 'samples')}. "
-                "Change metrics.primary / expect (--set), or data.labels."
-            )
+    metrics.check_reported([config.metrics.primary, *config.expect], sample, f"labels {names}", ", or data.labels")
 
 
 # ---------------------------------------------------------------------------------- model
@@ -292,16 +291,8 @@ def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
     import torch
 
     named = dict(zip(prepared.names, class_weights(prepared)))
-    weight = torch.tensor(list(named.values()), dtype=torch.float32)
-
-    def compute(forward: Any, batch: dict[str, Any]) -> Any:
-        nonlocal weight
-        inputs = {k: v for k, v in batch.items() if k not in META_KEYS}
-        labels = inputs.pop("labels")
-        logits = forward(**inputs).logits.float()
-        weight = weight.to(logits.device)  # moved at the first batch; a no-op after
-        return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
-
+    cross_entropy = lambda logits, labels, weight: torch.nn.functional.cross_entropy(logits, labels, weight=weight)  # noqa: E731
+    compute = weighted_loss(META_KEYS, list(named.values()), cross_entropy)
     note = "class weights (balanced): " + ", ".join(f"{n} {w:.3f}" for n, w in named.items())
     return Loss(compute, notes=(note,), recorded={"class_weights": named})
 

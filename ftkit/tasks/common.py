@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,25 @@ def model_loss(meta_keys: tuple[str, ...]) -> Loss:
         return forward(**{k: v for k, v in batch.items() if k not in meta_keys}).loss
 
     return Loss(compute)
+
+
+def weighted_loss(meta_keys: tuple[str, ...], weights: list[float], loss_of: Callable[[Any, Any, Any], Any]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A Loss.compute that scores the model's logits with `loss_of(logits, labels, weight)`,
+    `weight` a float tensor of `weights` on the logits' device (class or positive weights: the
+    model's own loss is unweighted)."""
+    import torch
+
+    weight = torch.tensor(weights, dtype=torch.float32)
+
+    def compute(forward: Any, batch: dict[str, Any]) -> Any:
+        nonlocal weight
+        inputs = {k: v for k, v in batch.items() if k not in meta_keys}
+        labels = inputs.pop("labels")
+        logits = forward(**inputs).logits.float()
+        weight = weight.to(logits.device)  # moved at the first batch; a no-op after
+        return loss_of(logits, labels, weight)
+
+    return compute
 
 
 def serves_any(model_config: Any) -> bool:

@@ -21,7 +21,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.tasks import classification
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, token_batch_size, token_lengths, weighted_loss
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import structure
 
@@ -183,11 +183,7 @@ def multi_hot(rows: list[list[str]], split: Split, names: list[str], split_name:
                 vector[index] = 1.0
         vectors.append(vector)
     if unseen:
-        listed = ", ".join(f"{k[:40]!r} (first at line/row {r})" for k, r in list(unseen.items())[:10])
-        raise FtkitError(
-            f"{split.source}: {split_name} has label(s) the training data never had: {listed}. "
-            f"Known labels: {classification.listing(names)}. Fix the labels or add examples of them to train."
-        )
+        raise classification.unseen_labels(split, split_name, unseen, names)
     return vectors
 
 
@@ -259,12 +255,7 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
 
     sample = label_scores(np.eye(2, len(names), dtype=int), np.eye(2, len(names), dtype=int), names)
     sample.update(loss=0.0, samples=2)
-    for key in [config.metrics.primary, *config.expect]:
-        if metrics.lookup(sample, key) is None:
-            raise FtkitError(
-                f"metric '{key}' is not reported for multi-label classification. Metrics available: "
-                f"{', '.join(k for k in metrics.available(sample) if k != 'samples')}. Change metrics.primary / expect (--set)."
-            )
+    metrics.check_reported([config.metrics.primary, *config.expect], sample, "multi-label classification")
 
 
 # ---------------------------------------------------------------------------------- model
@@ -308,16 +299,8 @@ def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
     import torch
 
     named = dict(zip(prepared.names, pos_weights(prepared)))
-    weight = torch.tensor(list(named.values()), dtype=torch.float32)
-
-    def compute(forward: Any, batch: dict[str, Any]) -> Any:
-        nonlocal weight
-        inputs = {k: v for k, v in batch.items() if k not in META_KEYS}
-        labels = inputs.pop("labels").float()
-        logits = forward(**inputs).logits.float()
-        weight = weight.to(logits.device)  # moved at the first batch; a no-op after
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
-
+    bce = lambda logits, labels, weight: torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weight)  # noqa: E731
+    compute = weighted_loss(META_KEYS, list(named.values()), bce)
     note = "positive weights per label (balanced): " + ", ".join(f"{n} {w:.3f}" for n, w in named.items())
     return Loss(compute, notes=(note,), recorded={"pos_weights": named})
 

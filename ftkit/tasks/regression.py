@@ -165,13 +165,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
     """The recipe's primary metric and bars must be reported here: fail before training."""
-    sample = {**scores([0.0, 1.0, 2.0], [0.0, 1.0, 2.0]), "loss": 0.0}
-    for key in [config.metrics.primary, *config.expect]:
-        if metrics.lookup(sample, key) is None:
-            raise FtkitError(
-                f"metric '{key}' is not reported for regression. Metrics available: "
-                f"{', '.join(k for k in metrics.available(sample) if k != 'samples')}. Change metrics.primary / expect (--set)."
-            )
+    metrics.check_reported([config.metrics.primary, *config.expect], {**scores([0.0, 1.0, 2.0], [0.0, 1.0, 2.0]), "loss": 0.0}, "regression")
 
 
 # ---------------------------------------------------------------------------------- model

@@ -168,10 +168,7 @@ def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: i
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
-    reported = SUITE_KEYS[suite(config)] + ("gen_len", "loss")
-    for key in [config.metrics.primary, *config.expect]:
-        if key not in reported:
-            raise FtkitError(f"metric '{key}' is not reported for this recipe. Metrics available: {', '.join(reported)}. Change metrics.primary / expect (--set).")
+    metrics.check_reported([config.metrics.primary, *config.expect], SUITE_KEYS[suite(config)] + ("gen_len", "loss"), "this recipe")
 
 
 SUITE_KEYS = {"rouge": ("rouge1", "rouge2", "rougeL", "rougeLsum"), "bleu": ("bleu", "chrf")}

@@ -174,9 +174,7 @@ def _window(processor: Any) -> float:
 
 
 def check_metric_keys(config: RunConfig, names: list[str]) -> None:
-    for key in [config.metrics.primary, *config.expect]:
-        if key not in METRIC_KEYS:
-            raise FtkitError(f"metric '{key}' is not reported for speech recognition. Metrics available: {', '.join(METRIC_KEYS)}. Change metrics.primary / expect (--set).")
+    metrics.check_reported([config.metrics.primary, *config.expect], METRIC_KEYS, "speech recognition")
 
 
 # ---------------------------------------------------------------------------------- model

@@ -349,13 +349,7 @@ def check_metric_keys(config: RunConfig, names: list[str]) -> None:
     kinds = sorted({parse_tag(n)[1] for n in names if n != "O"})  # type: ignore[type-var]
     sample = metrics.entities([[f"B-{k}" for k in kinds] or ["O"]], [[f"B-{k}" for k in kinds] or ["O"]])
     sample["loss"] = 0.0
-    for key in [config.metrics.primary, *config.expect]:
-        if metrics.lookup(sample, key) is None:
-            raise FtkitError(
-                f"metric '{key}' is not reported for tags {names}. Metrics available: "
-                f"{', '.join(k for k in metrics.available(sample) if k not in ('samples', 'entities'))}. "
-                "Change metrics.primary / expect (--set)."
-            )
+    metrics.check_reported([config.metrics.primary, *config.expect], sample, f"tags {names}", hidden=("samples", "entities"))
 
 
 # ---------------------------------------------------------------------------------- predict
