@@ -10,6 +10,7 @@ ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ... (tor
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -287,3 +288,107 @@ def test_speech_recognition_two_processes(tmp_path):
     assert p1 == p2  # files and texts
     assert len({r["text"] for r in p2}) == 3  # one transcript per tone: a clip given another's text would show
     assert err.count("wrote 35 predictions") == 1
+
+
+# ------------------------------------------------------------------------------ multi-label, regression, masked LM
+
+
+def two_process_finetune(recipe: str, model: Path, files: dict[str, Path], tmp_path: Path, *extra) -> tuple[Path, dict]:
+    """`finetune RECIPE` on two processes into tmp_path/runs/run: (the run folder, its metrics).
+    Only the main process reports, and both processes write into the one folder."""
+    run = tmp_path / "runs" / "run"
+    data = (f for split in ("train", "validation", "test") for f in (f"--{split}", files[split]))
+    two = ftkit("finetune", recipe, "--model", model, *data, "-o", run, *extra, processes=2)
+    assert two.stdout.count("┃ metric") == 1 and two.stderr.count("run folder:") == 1
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"]
+    assert (run / "model" / "config.json").is_file()
+    return run, metrics(run)
+
+
+def evaluated(run: Path, data: Path, tmp_path: Path, *extra) -> dict:
+    """`ftkit evaluate RUN --data DATA` on one process: its metrics."""
+    out_file = tmp_path / f"eval-{data.stem}.json"
+    ftkit("evaluate", run, "--data", data, "--output", out_file, "--batch-size", "5", *extra)
+    return json.loads(out_file.read_text())
+
+
+def assert_same_metrics(reported: dict, scored: dict) -> None:
+    """Every metric both hold is equal (floats within summation-order noise); samples and loss
+    are among them."""
+    shared = set(reported) & set(scored)
+    assert {"samples", "loss"} <= shared, (sorted(reported), sorted(scored))
+
+    def same(a, b, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            assert set(a) == set(b), where
+            for key in a:
+                same(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, float) or isinstance(b, float):
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-6), where
+        else:
+            assert a == b, where
+
+    for key in sorted(shared):
+        same(reported[key], scored[key], key)
+
+
+def test_multilabel_two_processes(tiny_models, tmp_path):
+    """Thresholds tuned on validation from metrics gathered over two processes: the same on every
+    rank, saved in config.json, used by the test split; evaluate on one process gives its metrics."""
+    from test_multilabel import NAMES, make_rows
+
+    rng = random.Random(5)
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", make_rows(rng, n)) for split, n in (("train", 64), ("validation", 19), ("test", 21))}
+    run, m = two_process_finetune("multilabel", tiny_models["bert"], files, tmp_path, "--epochs", "6", "--batch-size", "4",
+                                  "--learning-rate", "3e-3", "--max-length", "32", "--set", "warmup_ratio=0", "--quiet")
+    assert m["train"]["steps"] == 48  # 64 rows / (4 x 2 processes) x 6 epochs
+    assert m["validation"]["samples"] == 19 and m["test"]["samples"] == 21  # odd: the last batch is padded, counted once
+    config = json.loads((run / "model" / "config.json").read_text())
+    thresholds = m["train"]["thresholds"]
+    assert set(thresholds) == set(NAMES)
+    assert config["label_thresholds"] == thresholds == m["validation"]["thresholds"] == m["test"]["thresholds"]
+
+    scored = evaluated(run, files["test"], tmp_path)
+    assert scored["thresholds"] == thresholds  # the model's, never tuned on the file
+    assert_same_metrics(m["test"], scored)
+
+
+def test_regression_two_processes(tiny_models, tmp_path):
+    """The target scale folded into the head once on each rank: the test split, evaluate and
+    predict (one process) all see the data's units, and the metrics are predict's."""
+    import numpy as np
+    from test_regression import rows_of
+
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", rows_of(seed, n)) for split, seed, n in (("train", 1, 48), ("validation", 2, 13), ("test", 3, 15))}
+    run, m = two_process_finetune("regression", tiny_models["bert"], files, tmp_path, "--text-column", "text", "--set", "data.text_pair_column=null",
+                                  "--epochs", "4", "--batch-size", "4", "--learning-rate", "3e-3", "--max-length", "32",
+                                  "--set", "train.warmup_ratio=0", "--quiet")
+    true = [json.loads(line)["label"] for line in files["test"].read_text().splitlines()]
+    train = np.array([json.loads(line)["label"] for line in files["train"].read_text().splitlines()])
+    assert m["train"]["steps"] == 24  # 48 rows / (4 x 2 processes) x 4 epochs
+    assert m["train"]["target_scale"] == pytest.approx({"mean": float(train.mean()), "std": float(train.std())})
+    assert m["validation"]["samples"] == 13 and m["test"]["samples"] == 15
+
+    assert_same_metrics(m["test"], evaluated(run, files["test"], tmp_path))
+
+    ftkit("predict", run, files["test"], "--output", tmp_path / "pred.jsonl", "--batch-size", "4")
+    scores = np.array([json.loads(line)["score"] for line in (tmp_path / "pred.jsonl").read_text().splitlines()])
+    assert len(scores) == 15
+    assert min(true) <= float(scores.mean()) <= max(true)  # data units: an unfolded (or twice folded) head is far off
+    assert m["test"]["mse"] == pytest.approx(float(np.mean((scores - np.array(true)) ** 2)), rel=1e-4)
+
+
+def test_mlm_two_processes(tiny_models, tmp_path):
+    """Masks drawn from (seed, epoch, row), the same on either process layout: the perplexities
+    the two-process run reports equal evaluate's on one process."""
+    from test_mlm import make_document
+
+    rng = random.Random(7)
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", [{"text": make_document(rng)} for _ in range(n)])
+             for split, n in (("train", 60), ("validation", 15), ("test", 15))}
+    run, m = two_process_finetune("mlm", tiny_models["bert"], files, tmp_path, "--epochs", "2", "--batch-size", "4",
+                                  "--learning-rate", "3e-3", "--max-length", "16", "--quiet")
+    for split in ("validation", "test"):
+        assert m[split]["masked_tokens"] > 0 and math.isfinite(m[split]["perplexity"]), m[split]
+        assert m[split]["perplexity"] == pytest.approx(math.exp(m[split]["loss"]), rel=1e-6)
+        assert_same_metrics(m[split], evaluated(run, files[split], tmp_path))
