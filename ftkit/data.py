@@ -560,6 +560,11 @@ def carve(split: Split, fraction: float, seed: int, stratify: str | None) -> tup
     return split.select(sorted(rest), split.source), split.select(sorted(held), carved)
 
 
+# Roles a recipe may name that a local file can do without: STS-B's second sentence ('sentence2')
+# is the regression recipe's, and a file of single texts with a score is regression too.
+OPTIONAL_ROLES = ("text_pair",)
+
+
 def adapt_columns(
     path: Path, wanted: dict[str, str | None], explicit: set[str], encoding: str = "utf-8", fmt: str = "auto",
     normalize: Normalize | None = None, conventional: dict[str, str] | None = None,
@@ -569,7 +574,8 @@ def adapt_columns(
     A recipe names its Hub dataset's columns (SST-2 calls the text 'sentence'); a local file
     usually says 'text' and 'label' (`conventional`, per role; NER: 'tokens', 'ner_tags').
     When a configured column is missing but the conventional one is present, use it and say so;
-    a column given explicitly on the command line is kept (and fails later with the columns
+    an OPTIONAL_ROLES column the file lacks is dropped, saying so; a column given explicitly on
+    the command line is kept (and fails later with the columns
     present and the one that fits the role). The result keeps the family's Roles, and never
     names one column for two roles.
     """
@@ -585,5 +591,10 @@ def adapt_columns(
         if name and name not in record and role not in explicit and usual in record:
             out[role] = usual
             notes.append(f"{path} has no column '{name}'; using its '{usual}' column ({flag(role)} to choose)")
+    for role in OPTIONAL_ROLES:
+        name = out.get(role)
+        if name and name not in record and role not in explicit:
+            out[role] = None
+            notes.append(f"{path} has no column '{name}'; reading one text per row ({flag(role)} names the second text of a pair)")
     check_roles(out)  # evaluate reads with these at once; finetune's config check would catch it later
     return out, notes

@@ -48,7 +48,8 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     split = task.read_local(data_path, config)  # a family's own data (an audio folder), else records
     if split is None:
         wanted = task.columns(config)
-        explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag}
+        # the pair column is the model's input as trained: never dropped (a file without it is refused)
+        explicit = {role for role, flag in (("text", text_column), ("label", label_column)) if flag} | {"text_pair"}
         adapted, notes = adapt_columns(data_path, wanted, explicit, encoding, fmt, task.normalizer(config), task.CONVENTIONAL_COLUMNS)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)

@@ -109,3 +109,22 @@ def test_a_label_list_in_a_single_label_run_points_at_multilabel(tiny_models, cl
     code, _, err = cli("finetune", "sentiment", "--model", tiny_models["bert"], "--train", train, "--max-steps", "1", "-o", tmp_path / "run")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "line/row 1: the label is a list" in err and "ftkit finetune multilabel" in err
+
+
+def test_a_recipe_pair_column_a_local_file_lacks_is_dropped_with_a_note(tiny_models, cli, tmp_path):
+    """The regression recipe reads STS-B's sentence1/sentence2; a file of single texts with a
+    score trains on one text per row, and says so. Named on the command line, a missing pair
+    column is an error (above)."""
+    rng = random.Random(3)
+    rows = [{"text": make_sentence(rng, rng.choice(["negative", "positive"])), "label": rng.uniform(0, 5)} for _ in range(30)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    code, _, err = cli("finetune", "regression", "--model", tiny_models["bert"], "--train", train, "--max-steps", "2", "-o", tmp_path / "run")
+    assert code == 0, err
+    assert "has no column 'sentence2'; reading one text per row (--text-pair-column names the second text of a pair)" in err
+    assert "text_pair_column: null" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_evaluate_of_a_pair_model_refuses_a_file_without_the_pair_column(pair_run, cli, tmp_path):
+    table = write_jsonl(tmp_path / "single.jsonl", [{"premise": "a film", "label": "positive"}] * 3)
+    code, _, err = cli("evaluate", pair_run, "--data", table)
+    assert code == 2 and "reply" in err, err

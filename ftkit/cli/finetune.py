@@ -104,7 +104,7 @@ def _adapt_columns(config: RunConfig, args: dict[str, Any]) -> tuple[RunConfig, 
     from ftkit.data import adapt_columns
     from ftkit.tasks import get_task
 
-    explicit = {role for role in ("text", "label", "image") if args.get(f"{role}_column")}
+    explicit = {role for role in ("text", "text_pair", "label", "image") if args.get(f"{role}_column")}
     task = get_task(config.task)
     wanted = task.columns(config)
     adapted, notes = adapt_columns(
