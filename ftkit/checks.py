@@ -95,6 +95,7 @@ RANGES: dict[str, Range] = {
     "train.keep_checkpoints": _POSITIVE_COUNT,
     "train.early_stopping_patience": _POSITIVE_COUNT,
     "train.early_stopping_threshold": _NON_NEGATIVE,
+    "train.mlm_probability": Range(0, 1, open_low=True, open_high=True, example="0.15", interval=True),
     "lora.r": _POSITIVE_SIZE,
     "lora.alpha": _POSITIVE_COUNT,
     "lora.dropout": _FRACTION,

@@ -99,10 +99,8 @@ NOT_APPLICABLE = {
 
 
 def check_config(config: RunConfig) -> None:
-    """mlm_probability is a share in (0, 1); label, pair and target settings are refused."""
-    p = config.train.mlm_probability
-    if not 0 < p < 1:  # NaN fails too
-        raise FtkitError(f"'train.mlm_probability' must be between 0 and 1 (exclusive), got {p}; e.g. --set mlm_probability=0.15")
+    """Label, pair and target settings are refused (train.mlm_probability's range, (0, 1), is
+    checked with every number: ftkit.checks.RANGES)."""
     for key, applies in NOT_APPLICABLE.items():
         if applies(config):
             raise FtkitError(f"'{key}' does not apply to masked-LM recipes (they read plain text); remove it")
