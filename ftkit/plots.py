@@ -95,7 +95,7 @@ def _loss(log: list[dict]) -> tuple[Figure, str] | None:
     val_x, val, val_bad = _series(_evals(log), "loss")
     if not loss and not val:
         return None
-    fig = _figure(8, 5.5 if lr else 4)
+    fig = figure(8, 5.5 if lr else 4)
     if lr:
         ax, ax_lr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     else:
@@ -125,7 +125,7 @@ def _metric(log: list[dict], test: dict, primary: str, greater_is_better: bool) 
     pick = max if greater_is_better else min
     best = pick(range(len(y)), key=y.__getitem__)  # the first best, as training keeps it
     name = _text(primary)
-    fig = _figure(8, 4.5)
+    fig = figure(8, 4.5)
     ax = fig.subplots()
     ax.plot(x, y, color="C0", marker="o", markersize=4, label="validation")
     ax.plot(x[best], y[best], "*", color="C3", markersize=16, label=f"best {y[best]:.4g} (step {_count(x[best])})")
@@ -157,7 +157,7 @@ def confusion_matrix(split: str, cm: Any) -> tuple[Figure, str] | None:
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)  # a class with no gold rows stays 0
     side = min(4.5 + 0.3 * n, 15)
-    fig = _figure(side + 1.5, side)
+    fig = figure(side + 1.5, side)
     ax = fig.subplots()
     image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the gold class")
@@ -216,7 +216,7 @@ def entity_f1(split: str, per_type: Any, what: str = "entity type") -> tuple[Fig
     rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])  # barh draws upwards: best on top
     if not rows:
         return None
-    fig = _figure(7, min(1.5 + 0.4 * len(rows), 20))
+    fig = figure(7, min(1.5 + 0.4 * len(rows), 20))
     ax = fig.subplots()
     bars = ax.barh(range(len(rows)), [f1 for _, f1, _ in rows], color="C0")
     ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
@@ -243,7 +243,7 @@ def length_histograms(split: str, lengths: Any) -> tuple[Figure, str] | None:
     width = max(1, math.ceil((hi - lo + 1) / 40))  # at most ~40 bins, shared so the two compare
     edges = np.arange(lo, hi + width + 1, width) - 0.5
     unit = _text(str(lengths.get("unit") or "tokens"))
-    fig = _figure(8, 4.5)
+    fig = figure(8, 4.5)
     ax = fig.subplots()
     for name, pairs in series.items():
         colour = "C0" if name == "generated" else "C1"
@@ -262,8 +262,8 @@ def length_histograms(split: str, lengths: Any) -> tuple[Figure, str] | None:
 # --- helpers
 
 
-def _figure(width: float, height: float) -> Figure:
-    """A figure drawn by Agg, with no pyplot state: headless and thread-safe."""
+def figure(width: float, height: float) -> Figure:
+    """A figure drawn by Agg, with no pyplot state: headless and thread-safe (families' figures() use it too)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -80,7 +80,7 @@ def check_model(model_config: Any, config: RunConfig) -> None:
 
 # ---------------------------------------------------------------------------------- labels
 
-_INT = re.compile(r"^[+-]?\d+$")
+INTEGER = re.compile(r"^[+-]?\d+$")
 # A whole number however a file spells it: "+1", "1.0" (pandas writes an integer column that
 # has a gap as floats), "-1.00". The sign '+' and a zero fraction are dropped; leading zeros are
 # kept ("01" may be a code, not a number).
@@ -117,15 +117,15 @@ def label_names(train: Split, recipe_labels: list[str] | None) -> tuple[list[str
     (numerically when they are all integers) so the mapping is stable across runs.
     """
     keys = {label_key(v, train.source, r) for v, r in zip(train.columns["label"], train.rows)}
-    if recipe_labels and all(_index(k, recipe_labels) is not None for k in keys):
+    if recipe_labels and all(label_index(k, recipe_labels) is not None for k in keys):
         names = list(recipe_labels)
         note = None
     else:
-        ints = all(_INT.match(k) for k in keys)
+        ints = all(INTEGER.match(k) for k in keys)
         names = sorted(keys, key=lambda k: int(k) if ints else k)
         note = None if not recipe_labels else f"labels {recipe_labels} do not match the data; using the data's: {listing(names)}"
         note = note or _mixed_note(train.source, names)
-    present = {names[_index(k, names)] for k in keys}  # type: ignore[index]
+    present = {names[label_index(k, names)] for k in keys}  # type: ignore[index]
     if len(present) < 2:
         raise FtkitError(
             f"{train.source}: every training example has the label {sorted(present)[0][:40]!r}; "
@@ -143,21 +143,21 @@ def listing(names: list[str], most: int = 10) -> str:
 
 def _mixed_note(source: str, names: list[str]) -> str | None:
     """A note when class names and integer ids share a column: they cannot be matched up."""
-    ints = [n for n in names if _INT.match(n)]
+    ints = [n for n in names if INTEGER.match(n)]
     if not ints or len(ints) == len(names):
         return None
-    other = next(n for n in names if not _INT.match(n))
+    other = next(n for n in names if not INTEGER.match(n))
     return (
         f"{source}: the labels mix integer ids (e.g. {ints[0]!r}) and names (e.g. {other[:40]!r}): each is its own class. "
         "If the ids stand for names, write names everywhere, or set data.labels to the names in id order"
     )
 
 
-def _index(key: str, names: list[str], by_index: bool = True) -> int | None:
+def label_index(key: str, names: list[str], by_index: bool = True) -> int | None:
     """The id of a label key: its position by name, else (by_index) an integer index into names."""
     if key in names:
         return names.index(key)
-    if by_index and _INT.match(key) and 0 <= int(key) < len(names):
+    if by_index and INTEGER.match(key) and 0 <= int(key) < len(names):
         return int(key)
     return None
 
@@ -171,12 +171,12 @@ def encode(split: Split, names: list[str], split_name: str, by_index: bool = Tru
     ids, unseen = [], {}
     for value, row in zip(split.columns["label"], split.rows):
         key = label_key(value, split.source, row)
-        index = _index(key, names, by_index)
+        index = label_index(key, names, by_index)
         if index is None:
             unseen.setdefault(key, row)
         ids.append(index)
     if unseen:
-        ids_hint = " Integer labels are ids only with data.labels naming the classes in id order." if not by_index and any(_INT.match(k) for k in unseen) else ""
+        ids_hint = " Integer labels are ids only with data.labels naming the classes in id order." if not by_index and any(INTEGER.match(k) for k in unseen) else ""
         raise unseen_labels(split, split_name, unseen, names, ids_hint)
     return ids
 

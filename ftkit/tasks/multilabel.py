@@ -12,7 +12,6 @@ The text side (pairs, empties, prefix, tokenizing, predict's inputs) is classifi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,7 +53,6 @@ DEFAULT_THRESHOLD = 0.5  # a model that carries no thresholds (one not trained b
 THRESHOLD_CHOICES = ("tune", "tune-per-label")
 GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # thresholds tried when tuning: 0.05 .. 0.95
 PLOTS = ("label_f1.png",)
-_INT = re.compile(r"^[+-]?\d+$")
 
 
 def serves(model_config: Any) -> bool:
@@ -140,25 +138,16 @@ def split_labels(split: Split, separator: str) -> list[list[str]]:
     return [row_labels(value, separator, split.source, row) for value, row in zip(split.columns["label"], split.rows)]
 
 
-def _index(key: str, names: list[str], by_index: bool) -> int | None:
-    """A key's id: its position by name, else (by_index) an integer index into names."""
-    if key in names:
-        return names.index(key)
-    if by_index and _INT.match(key) and 0 <= int(key) < len(names):
-        return int(key)
-    return None
-
-
 def label_names(rows: list[list[str]], source: str, recipe_labels: list[str] | None) -> tuple[list[str], str | None]:
     """Label names in id order, and a note when they did not come from the recipe: the recipe's
     `labels` when every training label is one of them or an integer index into them, else the
     distinct training labels sorted (numerically when all are integers)."""
     keys = {key for row in rows for key in row}
     note = None
-    if recipe_labels and all(_index(k, recipe_labels, True) is not None for k in keys):
+    if recipe_labels and all(classification.label_index(k, recipe_labels, True) is not None for k in keys):
         names = list(recipe_labels)
     else:
-        ints = all(_INT.match(k) for k in keys)
+        ints = all(classification.INTEGER.match(k) for k in keys)
         names = sorted(keys, key=lambda k: int(k) if ints else k)
         if recipe_labels:
             note = f"labels {classification.listing(list(recipe_labels))} do not match the data; using the data's: {classification.listing(names)}"
@@ -176,7 +165,7 @@ def multi_hot(rows: list[list[str]], split: Split, names: list[str], split_name:
     for keys, row in zip(rows, split.rows):
         vector = [0.0] * len(names)
         for key in keys:
-            index = _index(key, names, by_index)
+            index = classification.label_index(key, names, by_index)
             if index is None:
                 unseen.setdefault(key, row)
             else:

@@ -273,11 +273,9 @@ def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]
 def scatter(split: str, pairs: Any, samples: Any = None) -> tuple[Any, str] | None:
     if not isinstance(pairs, dict) or not pairs.get("true") or len(pairs["true"]) != len(pairs.get("predicted") or ()):
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ftkit import plots
 
-    fig = Figure(figsize=(5, 5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)  # the object API: no pyplot, nothing global
+    fig = plots.figure(5, 5)
     ax = fig.subplots()
     true, predicted = pairs["true"], pairs["predicted"]
     ax.scatter(true, predicted, s=10, alpha=0.5)
