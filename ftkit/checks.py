@@ -67,6 +67,7 @@ SEED = 2**32 - 1  # numpy, torch and scikit-learn take seeds in [0, 2**32 - 1]
 _POSITIVE_COUNT, _POSITIVE_SIZE = Range(1, COUNT), Range(1, SIZE)
 _NON_NEGATIVE = Range(0, example="0")
 _FRACTION = Range(0, 1, open_high=True, interval=True, example="0.1")
+_SHARE = Range(0, 1, interval=True, example="0.01")  # a share of rows a data check allows (1: any)
 
 # Every number a config holds, checked on load so nothing out of range reaches a library (a test
 # holds this table to all_keys(): a new numeric key must say its range here).
@@ -96,6 +97,11 @@ RANGES: dict[str, Range] = {
     "train.early_stopping_patience": _POSITIVE_COUNT,
     "train.early_stopping_threshold": _NON_NEGATIVE,
     "train.mlm_probability": Range(0, 1, open_low=True, open_high=True, example="0.15", interval=True),
+    "data_checks.max_imbalance": Range(1, example="20"),
+    "data_checks.max_empty": _SHARE,
+    "data_checks.max_duplicates": _SHARE,
+    "data_checks.max_overlap": _SHARE,
+    "data_checks.max_truncated": _SHARE,
     "lora.r": _POSITIVE_SIZE,
     "lora.alpha": _POSITIVE_COUNT,
     "lora.dropout": _FRACTION,

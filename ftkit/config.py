@@ -118,6 +118,10 @@ class TrainConfig:
     # sub-tokens are masked together (whole-word masking)
     mlm_probability: float = 0.15
     whole_word_mask: bool = False
+    # classification: fit a temperature on the validation split after training (temperature
+    # scaling: the scores become calibrated, the predicted labels stay the same); the saved model
+    # carries it, so predict and pipeline() give the calibrated scores
+    calibrate: bool = False
     # experiment trackers through Accelerate (tensorboard writes OUT/tensorboard); [] or none: none
     report_to: list[Tracker] = field(default_factory=list)
 
@@ -142,6 +146,23 @@ class MetricsConfig:
     # multi-label: the decision threshold on each label's sigmoid score: tune (one, tuned on
     # validation for micro F1), tune-per-label (one per label, each for its own F1), or a number in (0, 1)
     threshold: str = "tune"
+
+
+DataCheck = Literal["balance", "empty", "duplicates", "overlap", "truncation", "label_sets"]
+
+
+@dataclass
+class DataChecksConfig:
+    """What `ftkit data check` (and finetune's one-line summary) holds the data to: each check
+    compares a share with its limit; a failed check named in `fatal` makes `data check` exit 1."""
+
+    fatal: list[DataCheck] = field(default_factory=lambda: ["overlap", "label_sets"])
+    max_imbalance: float = 20.0  # balance: the most frequent training label over the least frequent
+    max_empty: float = 0.0  # empty: the share of a split's texts that are empty or blank
+    max_duplicates: float = 0.05  # duplicates: the share of a split's rows repeating an earlier text
+    max_overlap: float = 0.0  # overlap: the share of validation/test texts also in train (normalised text)
+    max_truncated: float = 0.05  # truncation: the share of texts longer than train.max_length tokens
+    # label_sets has no limit: a validation/test label that train lacks always fails it
 
 
 @dataclass
@@ -181,6 +202,7 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    data_checks: DataChecksConfig = field(default_factory=DataChecksConfig)
     expect: dict[str, str] = field(default_factory=dict)  # metric -> bar, e.g. ">= 0.91"
 
     def __post_init__(self) -> None:

@@ -73,6 +73,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--compile",), "MODE", "torch.compile the training step: {choices} (reduce-overhead: CUDA graphs; pays on long GPU runs) \\[default: no].", TRAINING, "train.compile"),
     Flag(("--early-stopping-patience",), "N", "Stop after N evaluations without a better recipe metric; the best model is kept.", TRAINING, "train.early_stopping_patience", int),
     Flag(("--class-weights",), "MODE", "Classification: {choices} weighs each class's loss by its rarity (for imbalanced data such as spam) \\[default: unweighted].", TRAINING, "train.class_weights"),
+    Flag(("--calibrate",), "", "Classification: fit temperature scaling on validation after training; the saved model gives calibrated scores (same labels), metrics.json the calibration error before and after.", TRAINING, "train.calibrate", bool),
     Flag(("--augment",), "MODE", "Image classification: training augmentation, {choices} (none: the images as they are) \\[default: crop-flip].", TRAINING, "train.augment"),
     Flag(("--set",), "KEY=VALUE", "Any config key, repeatable: --set train.warmup_ratio=0.06; a unique leaf name is enough (--set learning_rate=5e-5); `ftkit recipes show RECIPE` shows the keys.", TRAINING, type=list[str]),
     Flag(("--lora",), "", "Train a LoRA adapter (PEFT) instead of every weight; saves OUT/adapter.", LORA, "lora.enabled", bool),
