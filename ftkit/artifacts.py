@@ -9,11 +9,13 @@
       plots/          PNGs: loss and learning rate, the recipe's metric per evaluation, and per
                       family a confusion matrix, entity F1 bars or generated/reference lengths
       metrics.json    {"train": {...}, "validation": {...}, "test": {...}}
+      errors.jsonl    the test split's rows the model got wrong (the validation split's when the run has
+                      no test split), worst first, beside their inputs: the family's errors()
       config.yaml     the fully resolved config: `ftkit finetune OUT/config.yaml` reruns the run
       log.jsonl       one JSON object per logging step and per evaluation
       tensorboard/    with --report-to tensorboard: the event files
 
-`model/`, `adapter/` and `metrics.json` appear only complete: each is written under a temporary
+`model/`, `adapter/`, `errors.jsonl` and `metrics.json` appear only complete: each is written under a temporary
 name and renamed into place. Reading a run folder back (which entries are a run's, its model
 folder) is ftkit.runfiles.
 """
@@ -30,6 +32,8 @@ from ftkit.errors import FtkitError
 from ftkit.models import max_positions
 from ftkit.runfiles import CONFIG_HEADER
 from ftkit.writes import replace_text, replace_whole, run_tmp
+
+ERRORS = "errors.jsonl"  # the run's wrong rows (see the layout above; ftkit.runfiles lists it as a run's)
 
 
 class JsonlLog:
@@ -58,6 +62,17 @@ def write_json(path: Path, data: Any) -> None:
     replace_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, written under a temporary name, then renamed: never half a file."""
+
+    def fill(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=float) + "\n")
+
+    replace_whole(path, fill)
+
+
 def save_config(path: Path, config: RunConfig) -> None:
     import yaml
 
@@ -65,9 +80,10 @@ def save_config(path: Path, config: RunConfig) -> None:
     replace_text(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
 
 
-def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str) -> None:
-    """Write plots/, model/ and (LoRA) adapter/ (each atomically, with its card), config.yaml
-    and metrics.json. `model` is a PEFT model when config.lora.enabled."""
+def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: dict, command: str, pipeline_tag: str,
+             errors: list[dict[str, Any]] | None = None) -> None:
+    """Write plots/, model/ and (LoRA) adapter/ (each atomically, with its card), config.yaml,
+    errors.jsonl (`errors`, unless None) and metrics.json. `model` is a PEFT model when config.lora.enabled."""
     from ftkit import card, lora
 
     plots = write_plots(out, config, results)
@@ -88,7 +104,9 @@ def save_run(out: Path, model: Any, tokenizer: Any, config: RunConfig, results: 
 
         _write_folder(out, "model", save_model, model_card)
     save_config(out / "config.yaml", config)
-    write_json(out / "metrics.json", results)
+    if errors is not None:
+        write_jsonl(out / ERRORS, errors)
+    write_json(out / "metrics.json", results)  # last: a run with metrics.json is complete (ftkit.rundir)
 
 
 def _write_folder(out: Path, name: str, fill: Any, readme: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from ftkit.config import RunConfig
 from ftkit.tasks import get_task
 
-NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len")  # not scores for model-index
+NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len", "ece_uncalibrated")  # not scores for model-index
 # The local paths a run reads (config key -> flag), the flags that set them, and the flags a
 # reproduce command drops: its own run folder is new (runs/<recipe>-<time>)
 PATH_KEYS = {"model": "--model", "data.train": "--train", "data.validation": "--validation", "data.test": "--test"}
@@ -36,12 +36,13 @@ def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, pl
         "## Intended use", "", *intended_use(config, scores, section, adapter), "",
         "## Training data", "", f"- {_data_line(config)}", f"- {get_task(config.task).data_columns(config)}", "",
         f"## Metrics ({section})", "", *metrics_table(scores), "",
+        f"The {section} rows the model got wrong (or scored worst) are in the run folder's errors.jsonl, worst first.", "",
     ]
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{caption}](plots/{name})\n\n*{caption}*\n" for name, caption in plots]
     lines += [
-        "## Training", "", *training_lines(config, results.get("train", {})), "",
+        "## Training", "", *training_lines(config, results.get("train", {}), scores, section), "",
         "## Reproduce", "",
         "On the machine that trained it, from any folder (its local files by their absolute paths; the run goes to a new runs/ folder):", "",
         "```", reproduce_command(config, command), "```", "",
@@ -53,6 +54,8 @@ def render(config: RunConfig, results: dict, command: str, pipeline_tag: str, pl
 
 
 def metadata_yaml(config: RunConfig, scores: dict, section: str, pipeline_tag: str, adapter: bool) -> str:
+    import math
+
     from huggingface_hub import EvalResult, ModelCardData
 
     d = config.data
@@ -65,6 +68,7 @@ def metadata_yaml(config: RunConfig, scores: dict, section: str, pipeline_tag: s
             metric_name=key, metric_value=round(value, 6),
         )
         for key, value in _scores(scores, config.metrics.primary)
+        if math.isfinite(value)  # a NaN (Pearson r of constant predictions) is no score, nor a JSON number for the Hub
     ]
     card = ModelCardData(
         library_name="peft" if adapter else "transformers", pipeline_tag=pipeline_tag, base_model=hub_base,
@@ -116,7 +120,7 @@ def metrics_table(scores: dict) -> list[str]:
     return rows
 
 
-def training_lines(config: RunConfig, train: dict) -> list[str]:
+def training_lines(config: RunConfig, train: dict, scores: dict | None = None, section: str = "test") -> list[str]:
     t, lo = config.train, config.lora
     hp: dict[str, Any] = {
         "epochs": t.epochs, "max_steps": t.max_steps, "batch_size": t.batch_size,
@@ -136,7 +140,18 @@ def training_lines(config: RunConfig, train: dict) -> list[str]:
             lines.append(f"- trained parameters: {train['trainable_parameters']:,} of {train['parameters']:,}")
         if train.get("stopped_early"):
             lines.append("- stopped early: the recipe's metric stopped improving; the best evaluation's weights were kept")
+        if isinstance(train.get("calibration"), dict):
+            lines.append(calibration_line(train["calibration"], scores or {}, section))
     return lines
+
+
+def calibration_line(fitted: dict, scores: dict, section: str) -> str:
+    """--calibrate's line: the temperature, and the ECE it changed (test, else validation)."""
+    before, after = scores.get("ece_uncalibrated"), scores.get("ece")
+    if before is None or after is None:  # no test split: the validation split it was fitted on
+        section, before, after = "validation", fitted["validation_ece_before"], fitted["validation_ece_after"]
+    return (f"- scores calibrated by temperature scaling (T={fitted['temperature']:.2f}, fitted on validation): "
+            f"{section} ECE {before:.3f} -> {after:.3f}")
 
 
 def usage(config: RunConfig, pipeline_tag: str) -> list[str]:

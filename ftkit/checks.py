@@ -111,6 +111,8 @@ RANGES: dict[str, Range] = {
     # below 0.01 the scores divided by it overflow (inf/nan probabilities); that is greedy decoding anyway
     "generation.temperature": Range(0.01, example="0.7"),
     "generation.top_p": Range(0, 1, open_low=True, example="0.9"),
+    "sweep.trials": _POSITIVE_COUNT,
+    "sweep.startup_trials": Range(0, COUNT, example="2"),
 }
 
 # Numeric keys that have their own command-line flag (the finetune table, ftkit.flagtable): an
@@ -151,6 +153,7 @@ def check(config: RunConfig) -> None:
     """Cross-field checks; each message names the key(s) to change. The keys every run has come
     first, then what the run's task family asks of them (its `check_config`) and of its columns."""
     from ftkit.columns import check_roles
+    from ftkit.sweep import check_space  # optuna loads only when a sweep runs
     from ftkit.tasks import get_task
 
     _check_identity(config)
@@ -165,6 +168,7 @@ def check(config: RunConfig) -> None:
     task.check_config(config)
     # no column named for two of the family's roles, whether flags, the recipe or --set named it
     check_roles(task.columns(config))
+    check_space(config.sweep.space)  # each searched key takes every value of its range
 
 
 def _check_identity(config: RunConfig) -> None:

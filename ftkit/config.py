@@ -154,15 +154,20 @@ DataCheck = Literal["balance", "empty", "duplicates", "overlap", "truncation", "
 @dataclass
 class DataChecksConfig:
     """What `ftkit data check` (and finetune's one-line summary) holds the data to: each check
-    compares a share with its limit; a failed check named in `fatal` makes `data check` exit 1."""
+    compares a share with its limit (the worst split's); one over its limit warns, and fails when
+    named in `fatal`, which makes `data check` exit 1. finetune only notes what it finds."""
 
+    # truncation in fatal: a model whose tokenizer cannot load (offline) fails it instead of skipping it
     fatal: list[DataCheck] = field(default_factory=lambda: ["overlap", "label_sets"])
-    max_imbalance: float = 20.0  # balance: the most frequent training label over the least frequent
-    max_empty: float = 0.0  # empty: the share of a split's texts that are empty or blank
-    max_duplicates: float = 0.05  # duplicates: the share of a split's rows repeating an earlier text
-    max_overlap: float = 0.0  # overlap: the share of validation/test texts also in train (normalised text)
+    max_imbalance: float = 20.0  # balance: the most frequent training label over the least frequent (NER: entity mentions)
+    max_empty: float = 0.0  # empty: the share of a split's texts that are empty or blank (finetune skips them)
+    max_duplicates: float = 0.05  # duplicates: the share of a split's rows repeating an earlier text exactly
+    # overlap: the share of validation/test texts also in train, compared once normalised (NFKC,
+    # casefolded, punctuation deleted, whitespace collapsed): a leak inflates the scores
+    max_overlap: float = 0.0
     max_truncated: float = 0.05  # truncation: the share of texts longer than train.max_length tokens
-    # label_sets has no limit: a validation/test label that train lacks always fails it
+    # label_sets has no limit: a validation/test label that train lacks is over it (train labels
+    # missing from validation/test only warn)
 
 
 @dataclass
@@ -190,6 +195,29 @@ class GenerationConfig:
 
 
 @dataclass
+class SearchRange:
+    """One config key's search range in a sweep: low..high (log: sampled on a log scale), or a
+    list of choices; the key's declared type decides whether numbers are ints or floats."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # e.g. learning rates: as many trials in 1e-5..1e-4 as in 1e-4..1e-3
+    choices: list[Any] | None = None  # values of the key's own type: [16, 32], [true, false], [no, bf16]
+
+
+@dataclass
+class SweepConfig:
+    """`ftkit sweep`: the search space, the number of trials, and when a trial is cut short."""
+
+    trials: int = 10  # how many trials `ftkit sweep` runs (its --trials wins)
+    # median: stop a trial whose validation metric at an evaluation is worse than the median of
+    # earlier trials at the same epoch (Optuna's MedianPruner); none: every trial trains to the end
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = 2  # trials that finish before any trial is pruned
+    space: dict[str, SearchRange] = field(default_factory=dict)  # config key -> its range
+
+
+@dataclass
 class RunConfig:
     """One fine-tuning run: a recipe plus everything the command line changed."""
 
@@ -203,6 +231,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data_checks: DataChecksConfig = field(default_factory=DataChecksConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # read by `ftkit sweep` only
     expect: dict[str, str] = field(default_factory=dict)  # metric -> bar, e.g. ">= 0.91"
 
     def __post_init__(self) -> None:

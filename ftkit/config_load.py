@@ -74,6 +74,10 @@ def _required(field: dataclasses.Field) -> bool:
 
 def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Check `value` against the declared type `hint`, converting where the intent is clear."""
+    if dataclasses.is_dataclass(hint):  # a mapping's values may be sections (sweep.space's ranges)
+        if not isinstance(value, dict):
+            raise FtkitError(f"{source}: '{key}' must be a mapping, got {_kind(value)}")
+        return _build(hint, value, source, prefix=f"{key}.")
     origin = typing.get_origin(hint)
     coercer = _BY_ORIGIN.get(origin) if origin is not None else _BY_TYPE.get(hint)
     if coercer is None:
@@ -185,6 +189,13 @@ def _str(value: Any, hint: Any, key: str, source: str) -> str:
     raise FtkitError(f"{source}: '{key}' must be a string, got {_kind(value)}{hint_quote}")
 
 
+def _scalar(value: Any, hint: Any, key: str, source: str) -> Any:
+    """`Any`: one YAML scalar, whose type another key decides later (a sweep's choices)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise FtkitError(f"{source}: '{key}' must be a single value (text, number or true/false), got {_kind(value)}")
+
+
 Coercer = Callable[[Any, Any, str, str], Any]  # (value, hint, dotted key, source) -> the typed value
 
 # The declared type's origin (X | None, Literal[...], list[X], ...) or the plain type -> its coercer.
@@ -196,7 +207,7 @@ _BY_ORIGIN: dict[Any, Coercer] = {
     list: _list,
     dict: _mapping,
 }
-_BY_TYPE: dict[Any, Coercer] = {bool: _bool, int: _int, float: _float, str: _str}
+_BY_TYPE: dict[Any, Coercer] = {bool: _bool, int: _int, float: _float, str: _str, Any: _scalar}
 
 
 def _kind(value: Any) -> str:

@@ -34,8 +34,10 @@ def evaluation_inputs(data_path: Path, fmt: str = "auto") -> list[Path]:
     return [data_path]
 
 
-def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, text_column: str | None, label_column: str | None, batch_size: int, encoding: str, fmt: str = "auto") -> dict[str, Any]:
-    """Metrics of a saved model on a labelled file, through the training loop's evaluation."""
+def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, text_column: str | None, label_column: str | None, batch_size: int, encoding: str, fmt: str = "auto",
+             errors: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Metrics of a saved model on a labelled file, through the training loop's evaluation;
+    `errors` given: errors["test"] is set to the file's wrong rows, worst first (as RUN/errors.jsonl)."""
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
@@ -63,7 +65,7 @@ def evaluate(model_dir: Path, run_config: RunConfig | None, data_path: Path, tex
     model, loader = accelerator.prepare(model, loader)
     reporter = Reporter()
     reporter.main_process = accelerator.is_main_process
-    return run_evaluation(model, loader, accelerator, task, prepared, "test", reporter=reporter, label=file_names(data_path))
+    return run_evaluation(model, loader, accelerator, task, prepared, "test", reporter=reporter, label=file_names(data_path), errors=errors)
 
 
 def _evaluation_config(

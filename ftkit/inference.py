@@ -53,13 +53,18 @@ def _model_config(model_dir: Path) -> Any:
     return lora.model_config(model_dir) if lora.is_adapter(model_dir) else load_model_config(str(model_dir))
 
 
-def load_for_inference(model_dir: Path, run_config: RunConfig | None) -> tuple[Any, Any, Any]:
-    """(task module, model on the best device in eval mode, its processor: the tokenizer)."""
+def load_for_inference(model_dir: Path, run_config: RunConfig | None, runtime: str = "torch") -> tuple[Any, Any, Any]:
+    """(task module, model on the best device in eval mode, its processor: the tokenizer).
+    runtime "onnx" / "onnx-int8": the run's ONNX export in ONNX Runtime instead (ftkit.onnx_runtime)."""
     import torch
     import transformers
 
     from ftkit.models import check_weights, load_pretrained
 
+    if runtime != "torch":
+        from ftkit import onnx_runtime
+
+        return onnx_runtime.load(model_dir, run_config, runtime)
     quiet_transformers()
     check_weights(str(model_dir))
     task = get_task(family_of(_model_config(model_dir), run_config))  # the config is read (checked) either way

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,6 +22,11 @@ from ftkit.config import RunConfig
 from ftkit.errors import FtkitError
 from ftkit.progress import Reporter
 from ftkit.tasks.family import Family, Loss, Prepared
+
+# Told (epoch, primary metric value) after each validation while training goes on; a text back
+# stops the run there, as early stopping does, and says why. `ftkit sweep` sets it around a
+# trial to prune it (a context variable: train.finetune builds the Run, the sweep only calls it).
+ON_VALIDATE: ContextVar[Callable[[float, float | None], str | None] | None] = ContextVar("ON_VALIDATE", default=None)
 
 
 @dataclass(eq=False, repr=False)  # no repr: it would print the model
@@ -48,6 +54,8 @@ class Run:
     evaluator: Callable[..., dict[str, Any]]  # ftkit.train.run_evaluation
     state: TrainState = field(default_factory=TrainState)
     best_state: dict | None = None  # the best weights so far, on the CPU
+    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # split -> the final model's wrong rows (errors.jsonl)
+    on_validate: Callable[[float, float | None], str | None] | None = field(default_factory=ON_VALIDATE.get)
 
     def __post_init__(self) -> None:
         t = self.config.train
@@ -209,8 +217,9 @@ class Run:
 
     # --- validation
 
-    def evaluate(self, split: str) -> dict[str, Any]:
-        return self.evaluator(self.model, self.eval_dls[split], self.accelerator, self.task, self.prepared, split, reporter=self.reporter)
+    def evaluate(self, split: str, errors: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """A split's metrics; `errors` given: its wrong rows too (errors[split])."""
+        return self.evaluator(self.model, self.eval_dls[split], self.accelerator, self.task, self.prepared, split, reporter=self.reporter, errors=errors)
 
     def validate_now(self) -> None:
         """Validate during training: not past a non-finite loss (diverged weights are no
@@ -242,6 +251,9 @@ class Run:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.accelerator.get_state_dict(self.model).items()}
         if self.config.train.early_stopping_patience:
             self.count_stale(value, previous)
+        if self.on_validate is not None and not self.done() and (why := self.on_validate(epoch, value)):
+            state.stopped_early = True  # the end of early stopping: the best weights are saved, the run is complete
+            self.reporter.note(f"stopped at step {state.step}: {why}; keeping the best model (step {state.best_step})")
 
     def count_stale(self, value: float | None, previous: float | None) -> None:
         """Early stopping: stop once `patience` evaluations in a row gained no more than the threshold."""
@@ -304,12 +316,18 @@ class Run:
         self.watch.check_weights(self.accelerator, self.model, "of the final model")  # garbage is no result
 
     def test(self) -> dict[str, Any]:
-        """The test split's metrics (of the best model), logged as the last record."""
+        """The test split's metrics (of the best model), logged as the last record; its wrong rows
+        into self.errors, from the same pass."""
         step = self.state.step
-        result = self.evaluate("test")
+        result = self.evaluate("test", self.errors)
         self.log.write({"type": "eval", "split": "test", "step": step, **result})
         self.accelerator.log(scalars("test", result), step=step)
         return result
+
+    def list_errors(self, split: str) -> None:
+        """The best model's wrong rows of `split` into self.errors, for a run without a test split: one
+        more pass (the validations during training scored other weights, and kept no rows)."""
+        self.evaluate(split, self.errors)
 
 
 def scalars(split: str, result: dict[str, Any]) -> dict[str, float]:

@@ -40,6 +40,35 @@ def class_scores(y_true: Sequence[int], y_pred: Sequence[int], names: list[str])
     }
 
 
+CALIBRATION_BINS = 15  # Guo et al. (2017)'s choice; their ECE is what papers and torchmetrics report
+
+
+def calibration(probs: Any, gold: Sequence[int], bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Expected calibration error ("ece") and the reliability diagram's bins ("reliability").
+
+    The top-label ECE of Guo et al., "On Calibration of Modern Neural Networks" (2017): each
+    example's confidence (its predicted class's probability) falls into one of `bins`
+    equal-width bins ((0, 1/M], ..., ((M-1)/M, 1]); ECE = sum over bins of |B|/n * |accuracy(B) -
+    mean confidence(B)|. `probs`: (n, classes) probabilities. Per bin, the reliability diagram
+    gets the examples' mean confidence, accuracy (None for an empty bin) and count.
+    """
+    import numpy as np
+
+    p, y = np.asarray(probs, dtype=np.float64), np.asarray(gold)
+    if len(y) == 0:
+        raise FtkitError("no examples to evaluate")
+    confidence, correct = p.max(axis=-1), (p.argmax(axis=-1) == y).astype(np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    confidence_sum = np.bincount(index, weights=confidence, minlength=bins)
+    correct_sum = np.bincount(index, weights=correct, minlength=bins)
+    mean = lambda sums: [float(s / c) if c else None for s, c in zip(sums, count)]  # noqa: E731
+    return {
+        "ece": float(np.abs(correct_sum - confidence_sum).sum() / len(y)),  # = sum |B|/n * |acc(B) - conf(B)|
+        "reliability": {"confidence": mean(confidence_sum), "accuracy": mean(correct_sum), "count": count.tolist()},
+    }
+
+
 def entities(gold: list[list[str]], pred: list[list[str]], mode: str = "default") -> dict[str, Any]:
     """Entity-level precision/recall/F1 (micro) and per type, plus token accuracy (seqeval).
 

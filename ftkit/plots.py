@@ -7,6 +7,7 @@ A family draws its own from the final split's scores (its `figures(split, scores
 drawing functions here), e.g.
 
     confusion_matrix.png  classification: counts, coloured by the fraction of each gold class
+    reliability.png       classification: accuracy against confidence per bin (calibration), counts below
     entity_f1.png         NER: F1 per entity type, support in the labels
     lengths.png           seq2seq: generated vs reference lengths
 
@@ -206,6 +207,45 @@ def _cell_counts(ax: Any, counts: Any, fractions: Any) -> None:
     for i, j in np.ndindex(n, n):
         ax.text(j, i, _count(counts[i, j]), ha="center", va="center", fontsize=10 if n <= 10 else 7,
                 color="white" if fractions[i, j] > 0.5 else "black")
+
+
+def reliability(split: str, bins: Any, ece: Any = None, ece_uncalibrated: Any = None) -> tuple[Figure, str] | None:
+    """{"confidence", "accuracy", "count"} per equal-width confidence bin (metrics.calibration):
+    the accuracy of each bin against the diagonal of perfect calibration, the counts below."""
+    checked = _bins(bins)
+    if checked is None:
+        return None
+    accuracy, counts = checked
+    m = len(counts)
+    fig = figure(6, 6.5)
+    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    filled = [i for i in range(m) if counts[i] > 0]
+    ax.bar([i / m for i in filled], [accuracy[i] for i in filled], width=1 / m, align="edge", color="C0", edgecolor="white", label="accuracy")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left")
+    ax_n.bar([i / m for i in range(m)], counts, width=1 / m, align="edge", color="C7", edgecolor="white")
+    ax_n.set_xlabel("confidence (the predicted class's probability)")
+    ax_n.set_ylabel("examples")
+    ece, before = _num(ece), _num(ece_uncalibrated)
+    ax.set_title(f"Reliability ({split}" + (f", ECE {ece:.3f}" if ece is not None else "") + (f"; {before:.3f} uncalibrated" if before is not None else "") + ")")
+    caption = f"Reliability diagram on the {split} split: accuracy per confidence bin ({m} equal-width bins) against the dashed diagonal of perfect calibration; examples per bin below."
+    return fig, caption + (" Scores calibrated by temperature scaling." if before is not None else "")
+
+
+def _bins(bins: Any) -> tuple[list[float], list[float]] | None:
+    """(accuracy, count) per bin, or None unless `bins` holds equally long lists of them (an empty
+    bin's accuracy is None; counts are finite and >= 0)."""
+    if not isinstance(bins, dict) or not isinstance(bins.get("count"), list) or not isinstance(bins.get("accuracy"), list):
+        return None
+    counts, accuracy = [_num(c) for c in bins["count"]], [_num(a) for a in bins["accuracy"]]
+    if not counts or len(accuracy) != len(counts) or any(c is None or c < 0 for c in counts):
+        return None
+    if any(c > 0 and (a is None or not 0 <= a <= 1) for a, c in zip(accuracy, counts)) or not any(counts):
+        return None
+    return [a or 0.0 for a in accuracy], [float(c) for c in counts]  # type: ignore[misc]
 
 
 def entity_f1(split: str, per_type: Any, what: str = "entity type") -> tuple[Figure, str] | None:

@@ -45,6 +45,7 @@ class PredictOptions:
     top_p: float | None = None  # given: sample from the top-p nucleus
     stride: int | None = None  # token classification: overlap of windows over long inputs; None: the run's
     seed: int | None = None  # generation: sampling seed, set once the model is loaded (loading may draw numbers)
+    runtime: str = "torch"  # "onnx" / "onnx-int8": the run's ONNX export in ONNX Runtime (ftkit.onnx_runtime.RUNTIMES)
 
 
     def generation_overrides(self) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def _predict_into(sink: Any, model_dir: Path, run_config: RunConfig | None, inpu
     # column, not UTF-8) leaves an existing output file as it was.
     first = next(records, None)
     records = itertools.chain([] if first is None else [first], records)
-    task, model, tokenizer = inference.load_for_inference(model_dir, run_config)
+    task, model, tokenizer = inference.load_for_inference(model_dir, run_config, options.runtime)
     options.max_length = run_config.train.max_length if run_config else inference.default_max_length(model, tokenizer)
     if run_config is not None:  # a bare model folder has no run to take them from
         task.predict_defaults(options, run_config)
@@ -129,10 +130,10 @@ def _on_main(procs: Any, compute: Callable[[], int]) -> int:
 
 def producer(model_dir: Path, options: PredictOptions, text_column: str | None, encoding: str) -> dict[str, Any]:
     """What makes the predictions what they are, recorded beside an output for --resume: the model
-    folder (its path, its files' sizes and times) and the flags that change results (not
-    --batch-size: a resume may need a smaller one)."""
+    folder (its path, its files' sizes and times), the runtime and the ONNX graph it runs, and the
+    flags that change results (not --batch-size: a resume may need a smaller one)."""
     stamp = hashlib.sha256()
-    for path in inference.files_read(model_dir):
+    for path in inference.files_read(model_dir) + _graph(model_dir, options.runtime):
         with contextlib.suppress(OSError):
             info = path.stat()
             stamp.update(f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -141,7 +142,17 @@ def producer(model_dir: Path, options: PredictOptions, text_column: str | None, 
         "--num-beams": options.num_beams, "--temperature": options.temperature, "--top-p": options.top_p,
         "--stride": options.stride, "--seed": options.seed, "--text-column": text_column, "--encoding": encoding,
     }
+    if options.runtime != "torch":  # absent for the default: an output written before --runtime existed still resumes
+        flags["--runtime"] = options.runtime
     return {"model": str(model_dir.resolve()), "model files": stamp.hexdigest(), **flags}
+
+
+def _graph(model_dir: Path, runtime: str) -> list[Path]:
+    """The ONNX graph `runtime` runs, wherever a run or model folder keeps it ([] for torch)."""
+    from ftkit.onnx_runtime import FOLDER, RUNTIMES
+
+    file = RUNTIMES.get(runtime)
+    return [] if file is None else [model_dir.parent / FOLDER / file, model_dir / FOLDER / file]
 
 
 def _write_all(

@@ -19,7 +19,7 @@ from ftkit.writes import fresh_of
 MARKER = ".ftkit-run.json"
 # Everything a run writes at the top of OUT; --overwrite removes these (and their `.tmp`
 # partials) and nothing else.
-RUN_FILES = (MARKER, "model", "adapter", "plots", "tensorboard", "metrics.json", "config.yaml", "log.jsonl", "checkpoints")
+RUN_FILES = (MARKER, "model", "adapter", "onnx", "plots", "tensorboard", "metrics.json", "errors.jsonl", "config.yaml", "log.jsonl", "checkpoints")
 # How save_config's config.yaml opens: tells a run written before the marker existed.
 CONFIG_HEADER = "# Resolved config of an ftkit run"
 

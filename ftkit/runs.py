@@ -103,6 +103,20 @@ def _read_run(path: Path) -> Run:
     )
 
 
+def expand(paths: list[Path]) -> list[Path]:
+    """Each folder of run folders (a sweep's, or runs/) as the runs in it, by name; other paths as given."""
+    out = []
+    for path in paths:
+        inner = []
+        if path.is_dir() and not (path / "config.yaml").is_file():
+            try:
+                inner = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+            except OSError:  # read_run says what is wrong with the folder
+                pass
+        out += inner or [path]
+    return out
+
+
 def _check_folder(path: Path) -> None:
     hint = "pass the --output-dir of an `ftkit finetune` run"
     if not path.exists():
@@ -155,6 +169,15 @@ def read_log(file: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def human_size(size: float) -> str:
+    """Bytes as people read them: 532 B, 1.4 KB, 87.3 MB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.0f} B"
 
 
 def _size(path: Path) -> int:
@@ -270,9 +293,15 @@ def column_names(paths: list[Path]) -> list[str]:
             depth[i] += 1
 
 
+def _pruned(run: Run) -> str:
+    """' (pruned at epoch 1)' for an `ftkit sweep` trial stopped behind the median of earlier ones."""
+    epoch = run.split("train").get("pruned_at_epoch")
+    return f" (pruned at epoch {epoch:g})" if isinstance(epoch, (int, float)) else ""
+
+
 def _setting_rows(runs: list[Run]) -> list[Row]:
     flat = [r.settings() for r in runs]
-    status = [r.status + (f" (step {r.checkpoint_step})" if r.status == "unfinished" else "") for r in runs]
+    status = [r.status + (f" (step {r.checkpoint_step})" if r.status == "unfinished" else _pruned(r)) for r in runs]
     rows = [Row("status", status)]
     rows += [Row(label, [fmt_setting(f.get(key), key in f) for f in flat]) for label, key in KEY_SETTINGS]
     shown = {key for _, key in KEY_SETTINGS} | NOT_SETTINGS
@@ -322,7 +351,7 @@ def direction(key: str, primaries: dict[str, bool]) -> int | None:
     leaf = key.rsplit(".", 1)[-1]
     if leaf in COUNTS:
         return None
-    return -1 if "loss" in leaf or leaf == "perplexity" else 1
+    return -1 if "loss" in leaf or leaf == "perplexity" or leaf.startswith("ece") else 1  # calibration error: lower is better
 
 
 def _row(label: str, values: list[Any], sign: int | None, digits: int = 4) -> Row:

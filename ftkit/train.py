@@ -60,6 +60,8 @@ def finetune(config: RunConfig, out: Path, reporter: Reporter, command: str, res
     results: dict[str, Any] = {"train": {**train_results(run), **settled}, "validation": run.state.best_metrics}
     if "test" in run.eval_dls:
         results["test"] = run.test()
+    else:  # errors.jsonl lists the validation split's rows then (save's note says so)
+        run.list_errors("validation")
     run.accelerator.wait_for_everyone()
     save(run, results, command)
     close(run)
@@ -81,6 +83,9 @@ def setup(config: RunConfig, out: Path, reporter: Reporter, resume: Path | None,
     for split in splits.values():
         _say(reporter, split.notes)
     processor = task.load_processor(config.model)
+    from ftkit.datacheck import summary  # `ftkit data check` in one line; a note, never an error
+
+    reporter.note(summary(splits, config, processor))
     trackers = t.trackers()
     accelerator, precision = make_accelerator(config, out, trackers)
     reporter.main_process = accelerator.is_main_process
@@ -237,8 +242,12 @@ def save(run: Run, results: dict[str, Any], command: str) -> None:
     """Write the run folder (model, processor, metrics, card); then its checkpoints are spent."""
     accelerator, out = run.accelerator, run.out
 
+    split = "test" if "test" in run.eval_dls else "validation"
+    errors = run.errors.get(split)  # None: listing them failed (warned)
+
     def write() -> None:
-        artifacts.save_run(out, accelerator.unwrap_model(run.model), run.processor, run.config, results, command, run.task.pipeline_tag(run.config))
+        artifacts.save_run(out, accelerator.unwrap_model(run.model), run.processor, run.config, results, command, run.task.pipeline_tag(run.config),
+                           errors)
 
     try:
         writes.together(accelerator, write if accelerator.is_main_process else None)  # a failure stops every process
@@ -247,6 +256,8 @@ def save(run: Run, results: dict[str, Any], command: str) -> None:
         raise FtkitError(f"{out}: cannot write the finished run ({err.cause}); free space or fix permissions, then {again}", exit_code=1) from None
     if accelerator.is_main_process:  # only once the result is safe: a failed or interrupted save can --resume
         checkpoints.remove(out)
+    if errors is not None:
+        run.reporter.note(f"{artifacts.ERRORS}: {len(errors)} wrong (or worst-scored) row(s) of the {split} split, worst first")
     accelerator.wait_for_everyone()
 
 
@@ -292,9 +303,11 @@ def compiled(model: Any, mode: str) -> Any:
 
 
 def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, prepared: Any, split: str, reporter: Reporter | None = None,
-                   label: str | None = None) -> dict[str, Any]:
+                   label: str | None = None, errors: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Metrics over every example exactly once: gather_for_metrics drops the padded duplicates.
     label: what the progress bar calls the pass (default: the split; `evaluate` names its file).
+    errors: given, errors[split] is set to the family's wrong rows, worst first (left unset if that fails).
+    The loaders keep each split's order and the gathered batches come back in it, on every process.
 
     Per-token outputs differ in length across processes and batches: pad them (-100, which
     every family reads as 'ignore') before gathering and before concatenating.
@@ -312,7 +325,22 @@ def run_evaluation(model: Any, dataloader: Any, accelerator: Any, task: Any, pre
                 chunks.setdefault(key, []).append(value.cpu())
             progress.advance()  # per batch: generation (seq2seq) is the slow part and is inside
     model.train(was_training)
-    return task.compute_metrics({k: _concat(v) for k, v in chunks.items()}, prepared, split)
+    gathered = {k: _concat(v) for k, v in chunks.items()}
+    result = task.compute_metrics(gathered, prepared, split)
+    if errors is not None:
+        _wrong_rows(errors, task, gathered, prepared, split)
+    return result
+
+
+def _wrong_rows(errors: dict[str, list[dict[str, Any]]], task: Any, gathered: dict[str, Any], prepared: Any, split: str) -> None:
+    """errors[split] = the family's wrong rows. A failure there warns and costs the rows, never the
+    run's results (as a plotting failure costs the plots)."""
+    import sys
+
+    try:
+        errors[split] = task.errors(gathered, prepared, split)
+    except Exception as err:  # a bug in showing the errors: the trained model and its metrics still count
+        print(f"warning: the {split} split's wrong rows not listed ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 def _concat(tensors: list[Any]) -> Any:

@@ -43,7 +43,7 @@ def one_line(text: str) -> str:
 
 def test_every_command_exists():
     names = {" ".join(path) for path, _ in commands()}
-    assert {"finetune", "reproduce", "evaluate", "predict", "env", "recipes list", "recipes show", "recipes copy", "runs show", "runs compare"} <= names
+    assert {"finetune", "reproduce", "evaluate", "predict", "env", "recipes list", "recipes show", "recipes copy", "runs show", "runs compare", "data check", "export", "sweep", "push"} <= names
 
 
 @pytest.mark.parametrize("path", [path for path, _ in commands()], ids=lambda p: " ".join(p) or "ftkit")

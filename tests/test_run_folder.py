@@ -81,7 +81,7 @@ def copy_run(finished: Path, dest: Path) -> Path:
 def test_a_run_folder_is_marked_and_holds_only_run_files(finished, tmp_path):
     marker = json.loads((finished / MARKER).read_text())
     assert marker["ftkit"] == __version__ and marker["created"].endswith("+00:00")
-    assert sorted(p.name for p in finished.iterdir()) == [MARKER, "config.yaml", "log.jsonl", "metrics.json", "model", "plots"]
+    assert sorted(p.name for p in finished.iterdir()) == [MARKER, "config.yaml", "errors.jsonl", "log.jsonl", "metrics.json", "model", "plots"]
     assert not list(finished.parent.rglob("*.ftkit-write-test"))  # the write probe never stays
 
 
@@ -200,7 +200,7 @@ def test_overwrite_replaces_a_marked_run_and_its_leftovers(cli, tiny_models, tra
     (out / MARKER).write_text('{"ftkit": "0.0.1", "created": "then"}')
     code, _, err = cli(*args(tiny_models, train, out, "--overwrite"))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.yaml", "log.jsonl", "metrics.json", "model", "plots"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.yaml", "errors.jsonl", "log.jsonl", "metrics.json", "model", "plots"]
     assert json.loads((out / MARKER).read_text())["ftkit"] == __version__  # the new run's
     assert mine.read_text() == "precious"
 

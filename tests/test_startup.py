@@ -21,7 +21,8 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["recipes", "list"], ["recipes", "show", "spam"], ["finetune", "--help"], ["predict", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["recipes", "list"], ["recipes", "show", "spam"], ["finetune", "--help"], ["predict", "--help"],
+                                  ["data", "check", "--help"], ["export", "--help"], ["sweep", "--help"], ["push", "--help"]])
 def test_light_commands_do_not_import_torch(argv):
     result = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

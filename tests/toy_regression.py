@@ -21,7 +21,7 @@ from ftkit.columns import Roles
 from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
-from ftkit.tasks.common import model_loss, nothing_to_finalize, records_read_by_ftkit, serves_any, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, no_errors, nothing_to_finalize, records_read_by_ftkit, serves_any, token_batch_size, token_lengths
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import as_text, column_texts, cut_texts, text_limit
 
@@ -30,10 +30,13 @@ AUTO_MODEL = "AutoModelForSequenceClassification"
 ARCHITECTURES: tuple[str, ...] = ()  # never told from a bare folder: predict reads the run's config.yaml
 serves = serves_any
 finalize = nothing_to_finalize  # the raw targets are trained on: nothing to fold into the head
+errors = no_errors  # a toy: no rows listed in errors.jsonl
 PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the one-output head is new: under LoRA it trains in full
 CLASS_WEIGHTS = False  # no classes to weigh
 GGUF = False
+ONNX = False  # a family added by one module need not export
+LONG_INPUTS = "truncated"
 LOCAL_MODEL = "pass a local folder: --model /path/to/model (a BERT-like encoder save_pretrained wrote)"
 
 # --- data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from ftkit.cli import env, finetune, inference, options, recipes, runs
+from ftkit.cli import data, env, export, finetune, inference, options, push, recipes, runs, sweep
 from ftkit.errors import FtkitError, first_line
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # the shells Typer writes completion for
@@ -29,11 +29,15 @@ app = typer.Typer(
 )
 app.command("finetune", no_args_is_help=True)(finetune.finetune)
 app.command("reproduce", no_args_is_help=True)(finetune.reproduce)
+app.command("sweep", no_args_is_help=True)(sweep.sweep)
 app.command("evaluate", no_args_is_help=True)(inference.evaluate)
 app.command("predict", no_args_is_help=True)(inference.predict)
+app.command("export", no_args_is_help=True)(export.export)
 app.add_typer(recipes.app, name="recipes")
 app.add_typer(runs.app, name="runs")
+app.add_typer(data.app, name="data")
 app.command("env")(env.env)
+app.command("push", no_args_is_help=True)(push.push)
 
 
 def _version(value: bool) -> None:
@@ -107,7 +111,7 @@ def _resume_path(argv: list[str]) -> list[str]:
     """finetune/reproduce `--resume` takes an optional folder: `--resume PATH` when PATH is a
     folder (or a missing path, which resume then names), else `--resume=`, so that the recipe
     or a file after a bare --resume is not taken for its value."""
-    if not argv or argv[0] not in ("finetune", "reproduce"):
+    if not argv or argv[0] not in ("finetune", "reproduce", "sweep"):
         return list(argv)
     out = list(argv)
     for i, arg in enumerate(argv):

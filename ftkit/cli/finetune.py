@@ -127,8 +127,6 @@ def _absolute(path: Path) -> str:
 
 def run(args: dict[str, Any], check_expect: bool) -> None:
     """Check everything, then train in a run folder that is made only once the inputs are accepted."""
-    from ftkit.progress import Reporter
-
     o.apply_policy(args.get("trust_remote_code", False), args.get("allow_pickle", False))
     try:
         config, notes = resolve(args)
@@ -145,19 +143,26 @@ def run(args: dict[str, Any], check_expect: bool) -> None:
     from ftkit.cli import invoked
 
     command = "ftkit " + shlex.join(_without_resume(invoked)) if invoked else f"ftkit finetune {shlex.quote(args['recipe'])}"
-    reporter = Reporter(quiet=args.get("quiet", False))
     with folder.lifetime(command):  # the lock until the end; a failure removes what the run made
-        for note in notes:
-            reporter.note(note)
-        from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
-
-        try:
-            results = train_run(config, folder.out, reporter, command, resume=checkpoint, accepted=folder.accept)
-        finally:
-            reporter.finish()  # a live progress bar would swallow the last line
-        folder.done()
+        results = train_in(folder, config, checkpoint, command, notes, quiet=args.get("quiet", False))
         if o.main_process():  # every process has the same results; one reports them
             report(results, config, folder.out, check_expect)
+
+
+def train_in(folder: RunFolder, config: RunConfig, checkpoint: Path | None, command: str, notes: list[str], quiet: bool) -> dict[str, Any]:
+    """Train `config` in `folder` (inside its lifetime), from `checkpoint` when resuming; the results, saved."""
+    from ftkit.progress import Reporter
+    from ftkit.train import finetune as train_run  # heavy imports only once the input is checked
+
+    reporter = Reporter(quiet=quiet)
+    for note in notes:
+        reporter.note(note)
+    try:
+        results = train_run(config, folder.out, reporter, command, resume=checkpoint, accepted=folder.accept)
+    finally:
+        reporter.finish()  # a live progress bar would swallow the last line
+    folder.done()
+    return results
 
 
 def open_folder(config: RunConfig, args: dict[str, Any]) -> tuple[RunFolder, Path | None]:

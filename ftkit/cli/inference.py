@@ -14,6 +14,8 @@ from ftkit.cli import options as o
 from ftkit.errors import FtkitError, closest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ftkit.config import RunConfig
 
 AGGREGATIONS = ("simple", "first", "average", "max")
@@ -40,6 +42,7 @@ def predict(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted predict: keep the predictions already in --output (checked to be this input's, with this model and options) and predict the rest.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     stride: Annotated[Optional[int], typer.Option("--stride", help="NER: tokens shared by the windows over texts longer than the model reads \\[default: the run's train.stride].", show_default=False)] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="torch, or onnx / onnx-int8: the run's `ftkit export` in ONNX Runtime (CPU; same output records).")] = "torch",
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
 ) -> None:
@@ -50,7 +53,8 @@ def predict(
     ftkit predict runs/sentiment-20260101-120000 --text "Great movie!" --text "Dull plot."
     cat reviews.txt | ftkit predict runs/sentiment-20260101-120000 -
     ftkit predict runs/ner-20260101-120000 articles.txt --aggregation simple
-    ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl --resume[/dim]
+    ftkit predict runs/sentiment-20260101-120000 reviews.txt --output predictions.jsonl --resume
+    ftkit predict runs/sentiment-20260101-120000 reviews.txt --runtime onnx   (after ftkit export RUN --format onnx)[/dim]
     """
     from ftkit.checks import check_flag
 
@@ -69,6 +73,7 @@ def predict(
     from ftkit.runfiles import resolve_model_dir
     from ftkit.data import CONLL_SUFFIXES, MEDIA_SUFFIXES, TABLE_SUFFIXES, TEXT_SUFFIXES, check_readable
     from ftkit.inference import files_read
+    from ftkit.onnx_runtime import check as check_runtime
     from ftkit.predict import PredictOptions, predict as run_predict
 
     # Every argument is checked before the model loads (seconds) and before anything is written;
@@ -79,11 +84,12 @@ def predict(
     if isinstance(source, str) and source != "-" and not os.path.isdir(source):  # a folder: the family's predict_inputs checks it
         check_readable(Path(source), TABLE_SUFFIXES + TEXT_SUFFIXES + CONLL_SUFFIXES + MEDIA_SUFFIXES)
     model_dir, config = resolve_model_dir(run_dir)
+    graph = [] if runtime == "torch" else [check_runtime(model_dir, config, runtime)]  # exported, and from this model
     if output is not None:
-        _check_output(output, [*([source] if isinstance(source, str) else []), *files_read(model_dir)])
+        _check_output(output, [*([source] if isinstance(source, str) else []), *files_read(model_dir), *graph])
     options = PredictOptions(
         batch_size=batch_size, top_k=top_k, aggregation=aggregation, stride=stride,
-        max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed,
+        max_new_tokens=max_new_tokens, num_beams=num_beams, temperature=temperature, top_p=top_p, seed=seed, runtime=runtime,
     )
     count = run_predict(model_dir, config, source, output, text_column, encoding, options, resume=resume, overwrite=overwrite)
     if output is not None and o.main_process():
@@ -94,18 +100,21 @@ def evaluate(
     run_dir: RunArg,
     data: Annotated[Path, typer.Option("--data", help="Labelled file: csv, tsv, json, jsonl or parquet.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", help="Also write the metrics as JSON here.")] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", help="Also write the rows the model got wrong (or scored worst), worst first, as JSONL here.", show_default=False)] = None,
     text_column: o.TextColumnOpt = None,
     label_column: o.LabelColumnOpt = None,
     batch_size: BatchOpt = 64,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the data file.")] = "utf-8",
     fmt: o.FormatOpt = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output or --errors file.")] = False,
     trust_remote_code: o.TrustRemoteCodeOpt = False,
     allow_pickle: o.AllowPickleOpt = False,
 ) -> None:
-    """Metrics of a fine-tuned model on a labelled file: a table, and JSON with --output.
+    """Metrics of a fine-tuned model on a labelled file: a table, JSON with --output, and the rows it
+    got wrong with --errors (as RUN/errors.jsonl lists the test split's).
 
-    [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json[/dim]
+    [dim]ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --output holdout-metrics.json
+    ftkit evaluate runs/spam-20260101-120000 --data holdout.csv --errors holdout-errors.jsonl[/dim]
     """
     from ftkit.checks import check_flag
 
@@ -113,6 +122,7 @@ def evaluate(
     from ftkit.runfiles import resolve_model_dir
     from ftkit.evaluate import evaluation_inputs
     from ftkit.inference import files_read
+    from ftkit.fsguard import same_file
     from ftkit.predict_output import is_stream, refuse_replacing
 
     o.apply_policy(trust_remote_code, allow_pickle)
@@ -123,21 +133,28 @@ def evaluate(
         _check_output(output, [*inputs, *files_read(model_dir)])
         if not overwrite and not is_stream(output):
             refuse_replacing(output)
+    if errors is not None:  # checked as --output is
+        if output is not None and same_file(errors, output) and not is_stream(errors):  # a pipe may take both
+            raise FtkitError(f"--errors {errors} is the --output file too: give each its own file (e.g. --errors errors.jsonl)")
+        _check_output(errors, [*inputs, *files_read(model_dir)], "--errors")
+        if not overwrite and not is_stream(errors) and errors.is_file() and errors.stat().st_size > 0:
+            raise FtkitError(f"{errors}: already exists; pass --overwrite to replace it, or choose another --errors")
     try:
-        _evaluate(model_dir, config, data, output, text_column, label_column, batch_size, encoding, fmt)
+        _evaluate(model_dir, config, data, output, text_column, label_column, batch_size, encoding, fmt, errors)
     except KeyboardInterrupt:
-        kept = "" if output is None else f", {output} was not written"
+        kept = "".join(f", {path} was not written" for path in (output, errors) if path is not None)
         raise FtkitError(f"interrupted before the evaluation finished{kept}; nothing changed; rerun the same command", exit_code=130) from None
 
 
-def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Optional[Path], text_column: Optional[str], label_column: Optional[str], batch_size: int, encoding: str, fmt: str) -> None:
-    """Evaluate, print the table, write --output (a regular file replaced whole by a rename)."""
-    from ftkit.artifacts import write_json
+def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Optional[Path], text_column: Optional[str], label_column: Optional[str], batch_size: int, encoding: str, fmt: str,
+              errors: Optional[Path] = None) -> None:
+    """Evaluate, print the table, write --output and --errors (regular files replaced whole by a rename)."""
+    from ftkit.artifacts import write_json, write_jsonl
     from ftkit.cli.tables import print_metrics
     from ftkit.evaluate import evaluate as run_evaluate
-    from ftkit.predict_output import is_stream
 
-    result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt)
+    found: dict[str, list[dict]] | None = {} if errors is not None else None
+    result = run_evaluate(model_dir, config, data, text_column, label_column, batch_size, encoding, fmt, errors=found)
     if not o.main_process():  # launched on several processes: each holds the same gathered metrics
         return
     from ftkit.data import file_names
@@ -145,16 +162,27 @@ def _evaluate(model_dir: Path, config: RunConfig | None, data: Path, output: Opt
     # The column names what was scored: the file (both sides of a 'src.txt:tgt.txt' pair).
     print_metrics({"test": result}, headers={"test": file_names(data)})
     if output is not None:
-        try:
-            if is_stream(output):  # a device or pipe: written in place (write_json's rename would replace it)
-                import json
-
-                output.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
-            else:
-                write_json(output, result)
-        except OSError as err:
-            raise FtkitError(f"{output}: cannot write ({err.strerror or err}); choose another --output") from None
+        _write_result(output, "--output", lambda path: write_json(path, result), lambda: json.dumps(result, indent=2, default=float) + "\n")
         typer.echo(f"wrote {output}", err=True)
+    if errors is not None and found is not None:
+        if "test" not in found:  # listing them failed: the warning above says why
+            raise FtkitError(f"{errors} was not written: the wrong rows could not be listed (see the warning); the metrics above stand", exit_code=1)
+        rows = found["test"]
+        _write_result(errors, "--errors", lambda path: write_jsonl(path, rows), lambda: "".join(json.dumps(r, ensure_ascii=False, default=float) + "\n" for r in rows))
+        typer.echo(f"wrote {len(rows)} wrong (or worst-scored) row(s) to {errors}", err=True)
+
+
+def _write_result(path: Path, flag: str, write: Callable[[Path], None], text: Callable[[], str]) -> None:
+    """`write(path)` (whole, by a rename), or `text()` in place into a device or pipe; one line on failure."""
+    from ftkit.predict_output import is_stream
+
+    try:
+        if is_stream(path):  # a device or pipe: written in place (a rename would replace it)
+            path.write_text(text(), encoding="utf-8")
+        else:
+            write(path)
+    except OSError as err:
+        raise FtkitError(f"{path}: cannot write ({err.strerror or err}); choose another {flag}") from None
 
 
 def _check_run_dir(path: Path) -> None:
@@ -205,32 +233,32 @@ def _is_device(path: Optional[Path]) -> bool:
     return path is not None and is_stream(path)
 
 
-def _check_output(output: Path, reads: list[Path | str]) -> None:
-    """--output is none of the files the command reads (any spelling, link or hard link), and a
-    place a file can be written (a device or pipe is written in place)."""
+def _check_output(output: Path, reads: list[Path | str], flag: str = "--output") -> None:
+    """An output file (`flag`: --output, --errors) is none of the files the command reads (any
+    spelling, link or hard link), and a place a file can be written (a device or pipe is written in place)."""
     from ftkit.fsguard import refuse_overlap
 
-    refuse_overlap(output, reads, "--output")
+    refuse_overlap(output, reads, flag)
     if os.path.lexists(output) and not output.exists():
-        raise FtkitError(f"{output}: a symlink to nothing (or a symlink loop); pass a file name for --output")
+        raise FtkitError(f"{output}: a symlink to nothing (or a symlink loop); pass a file name for {flag}")
     if not _is_device(output):
-        _check_writable(output)
+        _check_writable(output, flag)
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: Path, flag: str = "--output") -> None:
     """Fail before any work when the output file cannot be written: a folder, no such folder,
     no permission, a full disk (a probe file with a few bytes beside it finds all of these)."""
     if path.is_dir():
-        raise FtkitError(f"{path}: is a folder; pass a file name for --output (e.g. {path / 'predictions.jsonl'})")
+        raise FtkitError(f"{path}: is a folder; pass a file name for {flag} (e.g. {path / 'predictions.jsonl'})")
     folder = path.parent
     if not folder.is_dir():
-        raise FtkitError(f"{folder}: no such folder for --output {path}; create it or choose another --output")
+        raise FtkitError(f"{folder}: no such folder for {flag} {path}; create it or choose another {flag}")
     if path.is_file() and not os.access(path, os.W_OK):
-        raise FtkitError(f"{path}: cannot write (Permission denied); choose another --output")
+        raise FtkitError(f"{path}: cannot write (Permission denied); choose another {flag}")
     from ftkit.fsguard import probe_writable
 
     try:  # a fresh exclusive name: a file or link planted beside the output is never written through
         probe_writable(folder)
     except OSError as err:
-        raise FtkitError(f"{path}: cannot write there ({err.strerror or err}); choose another --output") from None
+        raise FtkitError(f"{path}: cannot write there ({err.strerror or err}); choose another {flag}") from None
 

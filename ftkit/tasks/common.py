@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,23 @@ def serves_any(model_config: Any) -> bool:
 def nothing_to_finalize(model: Any, prepared: Any, config: Any, best: dict[str, Any]) -> dict[str, Any]:
     """finalize() of a family whose model is whole once trained."""
     return {}
+
+
+def refuse_calibration(config: Any) -> None:
+    """check_config of a family that fits no temperature: --calibrate is refused at load, not ignored."""
+    if config.train.calibrate:
+        raise FtkitError(f"'train.calibrate' (--calibrate) applies to single-label classification recipes (text or images), "
+                         f"not {config.task}; remove it")
+
+
+def linear_layers(model: Any, outputs: int) -> list[tuple[str, Any]]:
+    """(name, module) of every nn.Linear with `outputs` outputs: where a head's last layer is
+    looked for (a target scale or a temperature is folded into it). PEFT keeps a frozen copy of
+    a head it trains in full, its 'original_module': not the one that runs, so left out."""
+    import torch
+
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module.out_features == outputs and "original_module" not in name.split(".")]
 
 
 def records_read_by_ftkit(path: Path, config: Any) -> None:
@@ -131,3 +149,39 @@ def _pick_column(source: str, n: int, record: dict, explicit: str | None, defaul
         wanted = Roles({"text": explicit or defaults[0]}, {"text": ("text", "words")})
         raise FtkitError(missing_column(source, n, wanted, list(record), [record]))
     return column
+
+
+# ---------------------------------------------------------------------------------- errors
+
+# Rows errors() keeps where every row has an error of some size (regression, generated text):
+# the worst ones. Classification-shaped families keep every wrong row.
+ERRORS_CAP = 100
+
+
+@dataclass
+class Inputs:
+    """Prepared.extra of a text family with one label per text: each evaluated split's raw inputs,
+    one {"text"[, "text_pair"]} record per feature row in order (what errors() shows)."""
+
+    rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def kept(self, split: str) -> list[dict[str, str]] | None:
+        """The list text_features fills for `split`; None for train (no errors are shown of it)."""
+        return None if split == "train" else self.rows.setdefault(split, [])
+
+
+def no_errors(gathered: dict[str, Any], prepared: Any, split: str) -> list[dict[str, Any]]:
+    """errors() of a family with no rows to call wrong (a language model's text has no gold answer)."""
+    return []
+
+
+def wrong_classes(gathered: dict[str, Any], names: list[str], input_of: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """errors() of one-label classification: each wrongly classified row, most confident first, as
+    its input (`input_of(row)`) with "gold", "predicted" and "score" (the predicted class's probability)."""
+    score, predicted = gathered["logits"].softmax(-1).max(-1)
+    rows = [
+        {**input_of(i), "gold": names[g], "predicted": names[p], "score": s}
+        for i, (g, p, s) in enumerate(zip(gathered["labels"].tolist(), predicted.tolist(), score.tolist()))
+        if g != p
+    ]
+    return sorted(rows, key=lambda row: -row["score"])  # stable: equal scores keep the split's order

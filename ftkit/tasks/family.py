@@ -39,6 +39,7 @@ class Prepared:
     names: list[str] = field(default_factory=list)  # class or tag names in id order; [] when the family has none
     notes: list[str] = field(default_factory=list)  # one line each, said before training
     extra: Any = None
+    temperature: float | None = None  # --calibrate: the T finalize folded into the head (test metrics also score softmax(logits * T))
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Family(Protocol):
     NEW_HEAD: bool  # the model gets a newly initialised head: under LoRA it trains in full (modules_to_save)
     CLASS_WEIGHTS: bool  # whether `train.class_weights` applies (training_loss weighs classes)
     GGUF: bool  # whether --model may be a .gguf file (loaded by transformers)
+    ONNX: bool  # whether `ftkit export --format onnx` exports its models and `predict --runtime onnx` runs them (logits of one forward pass)
+    LONG_INPUTS: str  # inputs past train.max_length: "truncated", read in overlapping "windows", or packed into "blocks" (nothing is cut)
     LOCAL_MODEL: str  # what to pass as --model offline (ends the unreachable-model error)
 
     # --- data
@@ -151,6 +154,11 @@ class Family(Protocol):
 
     def compute_metrics(self, gathered: dict[str, Any], prepared: Prepared, split: str) -> dict[str, Any]:
         """Metrics of a split from everything gathered."""
+
+    def errors(self, gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+        """The rows of a split the model got wrong, worst first, as JSON records beside their inputs
+        (RUN/errors.jsonl, `evaluate --errors`): `gathered` is what compute_metrics got, in the
+        split's feature order. [] where the family has no wrong rows to show (ftkit.tasks.common.no_errors)."""
 
     # File names figures() may write into plots/: with the common ones, the only files there a
     # run replaces or removes (a user's own PNG beside them is theirs)

@@ -29,19 +29,20 @@ from ftkit.config import DataConfig, RunConfig
 from ftkit.data import Split
 from ftkit.datafile import IMAGE_SUFFIXES
 from ftkit.errors import FtkitError, first_line
-from ftkit.tasks import classification
-from ftkit.tasks.common import nothing_to_finalize, serves_any
+from ftkit.tasks import calibration, classification
+from ftkit.tasks.common import serves_any, wrong_classes
 from ftkit.tasks.family import Prepared, Usage
 
 # --- what it is
 AUTO_MODEL = "AutoModelForImageClassification"
 ARCHITECTURES = ("ForImageClassification",)  # a bare model folder's architecture: predict/evaluate tell the family by it
 serves = serves_any  # ARCHITECTURES alone tell its models
-finalize = nothing_to_finalize  # the trained weights are the whole model
 PEFT_TASK = ""  # PEFT has no image task type: a plain PeftModel passes pixel_values through
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: the loss weighs each class by its rarity
 GGUF = False
+ONNX = False  # image processors are not exported with the model yet
+LONG_INPUTS = "truncated"  # no text: the data check's text checks do not apply
 LOCAL_MODEL = "pass a local folder: --model /path/to/model (one save_pretrained wrote: an image classifier and its preprocessor_config.json)"
 
 # --- data
@@ -196,6 +197,22 @@ def prepare(splits: dict[str, Split], config: RunConfig, processor: Any, names: 
     return Prepared(features, names, notes)
 
 
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """Every wrongly classified image, most confident first: {"image" (its path; None for a Hub
+    image without one), "gold", "predicted", "score"}. Only the wrong rows' images are read."""
+    table = prepared.features[split].table
+    return wrong_classes(gathered, prepared.names, lambda row: {"image": image_name(table[row]["image"])})
+
+
+def image_name(image: Any) -> str | None:
+    """Where an image came from: a path as the data gave it, a Hub image's file name, else None."""
+    if isinstance(image, str):
+        return image
+    if isinstance(image, dict):  # an undecoded Hub image: {"path", "bytes"}
+        return image.get("path")
+    return getattr(image, "filename", None) or None  # a decoded PIL image keeps the file it was opened from
+
+
 class Epochs:
     """A split's features as the loader reads them: each example with the seed of its crop
     (from train.seed, the epoch and its row), or none where nothing is augmented."""
@@ -272,6 +289,15 @@ def crop_flip(image: Any, size: tuple[int, int], seed: int, scale: tuple[float, 
     if float(torch.rand(1, generator=rng)) < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return image
+
+
+def finalize(model: Any, prepared: Prepared, config: RunConfig, best: dict[str, Any]) -> dict[str, Any]:
+    """--calibrate: temperature scaling, as text classification's (validation images are not augmented)."""
+    if not config.train.calibrate:
+        calibration.forget(model)
+        return {}
+    collate = collator(load_processor(config.model), None)  # the run's processor, loaded again: finalize is not handed it
+    return calibration.calibrate(model, prepared, collate, config.train.eval_batch_size or 2 * config.train.batch_size)
 
 
 def collator(processor: Any, pad_to_multiple_of: int | None) -> Any:

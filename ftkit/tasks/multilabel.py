@@ -20,7 +20,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.tasks import classification
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, token_batch_size, token_lengths, weighted_loss
+from ftkit.tasks.common import Inputs, model_loss, records_read_by_ftkit, token_batch_size, token_lengths, weighted_loss, refuse_calibration
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import structure
 
@@ -31,6 +31,8 @@ PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the classifier is new: under LoRA it trains in full
 CLASS_WEIGHTS = True  # train.class_weights: each label's positives weigh negatives/positives (BCE pos_weight)
 GGUF = False
+ONNX = True  # logits from one forward pass (the thresholds live in config.json)
+LONG_INPUTS = "truncated"  # past train.max_length a text is cut
 LOCAL_MODEL = classification.LOCAL_MODEL
 
 # --- data
@@ -92,6 +94,7 @@ def fixed_threshold(setting: str) -> float | None:
 
 def check_config(config: RunConfig) -> None:
     """The threshold choice, and a separator that can split a cell."""
+    refuse_calibration(config)
     fixed_threshold(config.metrics.threshold)
     if not config.data.label_separator:
         raise FtkitError("'data.label_separator' is empty; pass --label-separator ',' (or whatever joins the labels in your csv cells)")
@@ -185,11 +188,12 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
         names, note = label_names(rows["train"], splits["train"].source, config.data.labels)
         notes += [note] if note else []
         by_index = names == list(config.data.labels or [])
+    inputs = Inputs()  # the raw texts of the scored splits: errors() shows them
     features = {
-        name: classification.text_features(split, config, tokenizer, multi_hot(rows[name], split, names, name, by_index), notes)
+        name: classification.text_features(split, config, tokenizer, multi_hot(rows[name], split, names, name, by_index), notes, inputs.kept(name))
         for name, split in splits.items()
     }
-    return Prepared(features, names, notes, extra={"threshold": config.metrics.threshold})
+    return Prepared(features, names, notes, extra={"threshold": config.metrics.threshold, "inputs": inputs})
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -340,17 +344,40 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
 
     logits, labels = gathered["logits"], gathered["labels"]
     probs, gold = logits.sigmoid().numpy(), labels.numpy() >= 0.5
-    if "thresholds" in gathered:  # back from float32: 0.6 reads 0.6000000238, rounded to what was saved
-        thresholds = [round(t, 6) for t in gathered["thresholds"][0].tolist()]
-    elif split == "validation":
-        thresholds = tune(probs, gold, prepared.extra["threshold"] == "tune-per-label")
-    else:
-        thresholds = [DEFAULT_THRESHOLD] * len(prepared.names)
+    thresholds = _thresholds(gathered, probs, gold, prepared, split)
     result = label_scores(gold.astype(int), (probs >= thresholds).astype(int), prepared.names)
     result["loss"] = float(F.binary_cross_entropy_with_logits(logits, labels))
     result["samples"] = len(gold)
     result["thresholds"] = dict(zip(prepared.names, (float(t) for t in thresholds)))
     return result
+
+
+def _thresholds(gathered: dict[str, Any], probs: Any, gold: Any, prepared: Prepared, split: str) -> list[float]:
+    """The model's thresholds; a model without them tunes them on validation (else 0.5)."""
+    if "thresholds" in gathered:  # back from float32: 0.6 reads 0.6000000238, rounded to what was saved
+        return [round(t, 6) for t in gathered["thresholds"][0].tolist()]
+    if split == "validation":
+        return tune(probs, gold, prepared.extra["threshold"] == "tune-per-label")
+    return [DEFAULT_THRESHOLD] * len(prepared.names)
+
+
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """Every row whose predicted label set differs from its gold set, most confident mistake first:
+    {"text"[, "text_pair"], "gold", "predicted" (label lists), "scores" (label -> probability),
+    "score" (the confidence of its most confident wrong decision: p, or 1 - p for a label missed)}."""
+    import numpy as np
+
+    probs, gold = gathered["logits"].sigmoid().numpy(), gathered["labels"].numpy() >= 0.5
+    predicted = probs >= np.asarray(_thresholds(gathered, probs, gold, prepared, split))
+    names, texts, rows = prepared.names, prepared.extra["inputs"].rows[split], []
+    for i in np.flatnonzero((predicted != gold).any(axis=1)).tolist():
+        wrong = predicted[i] != gold[i]
+        rows.append({
+            **texts[i], "gold": [n for n, g in zip(names, gold[i]) if g], "predicted": [n for n, p in zip(names, predicted[i]) if p],
+            "scores": dict(zip(names, probs[i].tolist())),
+            "score": float(np.where(predicted[i], probs[i], 1 - probs[i])[wrong].max()),
+        })
+    return sorted(rows, key=lambda row: -row["score"])
 
 
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:

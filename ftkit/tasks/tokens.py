@@ -11,7 +11,7 @@ sequences with seqeval.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit import metrics
@@ -20,7 +20,7 @@ from ftkit.config import RunConfig
 from ftkit.data import Split
 from ftkit.errors import FtkitError
 from ftkit.models import check_family, check_max_length, load_tokenizer
-from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any
+from ftkit.tasks.common import model_loss, records_read_by_ftkit, read_texts, token_batch_size, token_lengths, nothing_to_finalize, serves_any, refuse_calibration
 from ftkit.tasks.family import Loss, Prepared, Usage
 from ftkit.tasks import classification
 from ftkit.tasks.iob import Repairs, label_set, parse_tag, spans_to_tags, to_iob2
@@ -34,6 +34,8 @@ CONVENTIONAL_COLUMNS = {"text": "tokens", "label": "ner_tags"}  # CoNLL files an
 COLUMN_KINDS = {"text": "words", "label": "tags"}  # a list of words and a list of tags per sentence
 LOCAL_MODEL = classification.LOCAL_MODEL  # taggers are built on the same encoders
 GGUF = False
+ONNX = True  # per-token logits from one forward pass
+LONG_INPUTS = "windows"  # past train.max_length a sentence is read in overlapping windows (train.stride): nothing is cut
 ARCHITECTURES = ("ForTokenClassification",)
 serves = serves_any  # ARCHITECTURES alone tell its models
 finalize = nothing_to_finalize  # the trained weights are the whole model
@@ -57,6 +59,7 @@ class Gold:
 
     tags: dict[str, list[list[str]]]  # split -> the full gold tag sequence of each example
     mode: str = "default"
+    words: dict[str, list[list[str]]] = field(default_factory=dict)  # split -> each example's words (errors() shows them)
 
 
 def pipeline_tag(config: RunConfig) -> str:
@@ -69,6 +72,7 @@ def columns(config: RunConfig) -> Roles:
 
 def check_config(config: RunConfig) -> None:
     """Long sentences are read in windows of max_length tokens that overlap by train.stride."""
+    refuse_calibration(config)
     t = config.train
     if not 0 <= t.stride < t.max_length // 2:
         raise FtkitError(
@@ -193,7 +197,8 @@ def prepare(splits: dict[str, Split], config: RunConfig, tokenizer: Any, names: 
             batched=True,
             remove_columns=table.column_names,
         )
-    return Prepared(features, names, notes, extra=Gold({s: v[1] for s, v in sequences.items()}, config.metrics.mode))
+    gold = Gold({s: v[1] for s, v in sequences.items()}, config.metrics.mode, {s: v[0] for s, v in sequences.items() if s != "train"})
+    return Prepared(features, names, notes, extra=gold)
 
 
 def encode(tokenizer: Any, words: list[list[str]], tags: list[list[int]] | None, example_ids: list[int], max_length: int, stride: int, label_all_tokens: bool, names: list[str]) -> dict[str, list]:
@@ -299,6 +304,17 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
     """seqeval on full word sequences; a word no window scored counts as predicted 'O'."""
     import torch.nn.functional as F
 
+    _, gold, pred, unscored = predicted_tags(gathered, prepared, split)
+    result = metrics.entities(gold, pred, prepared.extra.mode)
+    labels = gathered["labels"]
+    mask = labels != -100
+    result["loss"] = float(F.cross_entropy(gathered["logits"][mask], labels[mask])) if mask.any() else float("nan")
+    result["words_unscored"] = unscored
+    return result
+
+
+def predicted_tags(gathered: dict[str, Any], prepared: Prepared, split: str) -> tuple[list[int], list[list[str]], list[list[str]], int]:
+    """(examples served, their gold tags, their predicted tags, words no window scored: 'O')."""
     best = word_predictions(gathered["logits"], gathered["word_index"], gathered["example_id"])
     # Only examples the loader served (train.eval_max_samples may score the first rows only).
     served = sorted(set(gathered["example_id"].tolist()))
@@ -312,12 +328,24 @@ def compute_metrics(gathered: dict[str, Any], prepared: Prepared, split: str) ->
             unscored += hit is None
             row.append(prepared.names[hit[1] if hit else outside])
         pred.append(row)
-    result = metrics.entities(gold, pred, prepared.extra.mode)
-    labels = gathered["labels"]
-    mask = labels != -100
-    result["loss"] = float(F.cross_entropy(gathered["logits"][mask], labels[mask])) if mask.any() else float("nan")
-    result["words_unscored"] = unscored
-    return result
+    return served, gold, pred, unscored
+
+
+def errors(gathered: dict[str, Any], prepared: Prepared, split: str) -> list[dict[str, Any]]:
+    """Every sentence whose entities differ from the gold ones, most wrong entities first:
+    {"tokens", "gold", "predicted"}, entities as {"type", "start", "end" (word indices, end
+    exclusive), "text"} (seqeval's reading of IOB2 tags)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    served, gold, pred, _ = predicted_tags(gathered, prepared, split)
+    rows = []
+    for ex, gold_tags, pred_tags in zip(served, gold, pred):
+        words = prepared.extra.words[split][ex]
+        spans = [{(kind, start, end + 1) for kind, start, end in get_entities(tags)} for tags in (gold_tags, pred_tags)]
+        if spans[0] != spans[1]:
+            shown = [[{"type": k, "start": s, "end": e, "text": " ".join(words[s:e])} for k, s, e in sorted(side, key=lambda x: x[1:])] for side in spans]
+            rows.append(({"tokens": words, "gold": shown[0], "predicted": shown[1]}, len(spans[0] ^ spans[1])))
+    return [row for row, _ in sorted(rows, key=lambda pair: -pair[1])]
 
 
 def figures(split: str, scores: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
