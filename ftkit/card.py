@@ -16,7 +16,9 @@ from typing import Any
 from ftkit.config import RunConfig
 from ftkit.tasks import get_task
 
-NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len", "ece_uncalibrated")  # not scores for model-index
+# Not scores for model-index: sizes, losses, and calibration error (how trustworthy the scores
+# are, lower is better; the card's metrics table shows it)
+NOT_A_SCORE = ("samples", "step", "epoch", "tokens", "entities", "loss", "gen_len", "ece", "ece_uncalibrated")
 # The local paths a run reads (config key -> flag), the flags that set them, and the flags a
 # reproduce command drops: its own run folder is new (runs/<recipe>-<time>)
 PATH_KEYS = {"model": "--model", "data.train": "--train", "data.validation": "--validation", "data.test": "--test"}

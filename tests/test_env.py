@@ -199,7 +199,7 @@ def test_env_help_does_not_import_torch():
     ("words", "expected"),
     [
         ("ftkit fine", ["finetune"]),
-        ("ftkit e", ["evaluate", "env"]),
+        ("ftkit e", ["evaluate", "export", "env"]),
         ("ftkit recipes ", ["list", "show", "copy"]),
         ("ftkit env --j", ["--json"]),
     ],
